@@ -1,0 +1,48 @@
+# Set-up, demo and tests. `make demo` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VDR := $(BIN)/vdr
+STAMP := $(VENV)/.installed
+DEMO_INDEX := .vdr-demo
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch and torchvision first, pinned (pip takes them from this machine's disk when it can);
+# colpali-engine with --no-deps because it pins torch<2.14 (its runtime deps are ours, in
+# pyproject.toml); then the project itself with its dev extras.
+$(STAMP): pyproject.toml Makefile
+	@command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null || { \
+	  echo "installing poppler-utils"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq poppler-utils; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q --no-deps colpali-engine==0.3.18
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# The main job on the embedded default: index the sample PDFs, search, write a heatmap.
+demo: setup
+	$(VDR) index samples/pdfs --index $(DEMO_INDEX)
+	$(VDR) search "quarterly generation per site" --index $(DEMO_INDEX) -k 3
+	$(VDR) search "harbour dredging permit" --index $(DEMO_INDEX) -k 3
+	page=$$($(VDR) search "harbour dredging permit" --index $(DEMO_INDEX) -k 1 --json \
+	  | $(BIN)/python -c "import json, sys; print(json.load(sys.stdin)[0]['page_id'])") && \
+	$(VDR) heatmap "harbour dredging permit" --page $$page --index $(DEMO_INDEX) -o demo-heatmap.png
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benches/index_throughput.py
+
+clean:
+	rm -rf $(DEMO_INDEX) demo-heatmap.png .pytest_cache

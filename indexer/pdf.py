@@ -1,0 +1,135 @@
+"""Reading PDFs with poppler: check a file, read its text layer with word boxes, render pages."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from pdf2image import convert_from_path, pdfinfo_from_path
+from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError, PDFSyntaxError
+from PIL import Image
+
+from vdr.errors import BadDocument, VdrError
+from vdr.pages import Word
+
+RENDER_DPI = 150
+# A damaged file can send poppler into a long loop; nothing healthy takes this long per call.
+POPPLER_TIMEOUT_S = 120
+_XHTML = "{http://www.w3.org/1999/xhtml}"
+# pdftotext copies control characters from some fonts into its XHTML, which XML forbids.
+_XML_INVALID = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+@dataclass(frozen=True)
+class PageText:
+    """The text layer of one page: its size in points and its words in reading order."""
+
+    size: tuple[float, float]
+    words: tuple[Word, ...]
+
+
+def check_pdf(path: Path) -> int:
+    """Number of pages of a readable PDF; BadDocument naming the reason otherwise."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(1024)
+    except OSError as error:
+        raise BadDocument(f"cannot read the file ({error.strerror})") from error
+    if not head:
+        raise BadDocument("the file is empty")
+    if b"%PDF-" not in head:
+        raise BadDocument("not a PDF file (no %PDF header)")
+    try:
+        info = pdfinfo_from_path(str(path), timeout=POPPLER_TIMEOUT_S)
+    except PDFInfoNotInstalledError as error:
+        raise VdrError("poppler-utils is not installed (pdfinfo not found)") from error
+    except (PDFPageCountError, PDFSyntaxError) as error:
+        message = str(error)
+        if "password" in message.lower():
+            raise BadDocument("the file is encrypted (a password is required)") from error
+        raise BadDocument(f"the file is corrupt ({_first_line(message)})") from error
+    except subprocess.TimeoutExpired as error:
+        raise BadDocument(f"poppler gave up after {POPPLER_TIMEOUT_S} s") from error
+    pages = int(info.get("Pages", 0))
+    if pages < 1:
+        raise BadDocument("the PDF has no pages")
+    return pages
+
+
+def read_text_layer(path: Path) -> list[PageText]:
+    """Every page's size and words (boxes as page fractions), via `pdftotext -bbox-layout`.
+
+    Words are grouped into pdftotext's blocks (paragraph-like runs), which the encoder uses
+    as context. A page without a text layer comes back with no words.
+    """
+    try:
+        run = subprocess.run(
+            ["pdftotext", "-bbox-layout", "-enc", "UTF-8", str(path), "-"],
+            capture_output=True,
+            timeout=POPPLER_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise BadDocument(f"reading the text layer took over {POPPLER_TIMEOUT_S} s") from error
+    try:
+        root = ET.fromstring(_XML_INVALID.sub(b"", run.stdout))
+    except ET.ParseError as error:
+        if run.returncode:
+            raise BadDocument(
+                f"the text layer is unreadable ({_first_line(run.stderr)})"
+            ) from error
+        raise BadDocument(f"pdftotext wrote malformed output ({error})") from error
+    pages = []
+    for page in root.iter(f"{_XHTML}page"):
+        width, height = float(page.get("width", 0)), float(page.get("height", 0))
+        words = []
+        for block_number, block in enumerate(page.iter(f"{_XHTML}block")):
+            for word in block.iter(f"{_XHTML}word"):
+                text = (word.text or "").strip()
+                if not text or width <= 0 or height <= 0:
+                    continue
+                box = (
+                    float(word.get("xMin", 0)) / width,
+                    float(word.get("yMin", 0)) / height,
+                    float(word.get("xMax", 0)) / width,
+                    float(word.get("yMax", 0)) / height,
+                )
+                words.append(Word(text=text, box=_clip(box), block=block_number))
+        pages.append(PageText(size=(width, height), words=tuple(words)))
+    return pages
+
+
+def render_pages(path: Path, first: int, last: int, dpi: int = RENDER_DPI) -> list[Image.Image]:
+    """RGB renderings of pages first..last (1-based, inclusive) at `dpi`."""
+    try:
+        images = convert_from_path(
+            str(path),
+            dpi=dpi,
+            first_page=first,
+            last_page=last,
+            fmt="ppm",
+            timeout=POPPLER_TIMEOUT_S,
+        )
+    except (PDFPageCountError, PDFSyntaxError) as error:
+        raise BadDocument(f"pages {first}-{last} cannot be rendered ({error})") from error
+    except subprocess.TimeoutExpired as error:
+        raise BadDocument(
+            f"rendering pages {first}-{last} took over {POPPLER_TIMEOUT_S} s"
+        ) from error
+    if len(images) != last - first + 1:
+        raise BadDocument(f"pages {first}-{last} rendered as {len(images)} images")
+    return [image.convert("RGB") for image in images]
+
+
+def _clip(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in box)
+    return (x0, y0, x1, y1)
+
+
+def _first_line(message: str | bytes) -> str:
+    text = message.decode(errors="replace") if isinstance(message, bytes) else message
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no details"

@@ -1,0 +1,172 @@
+"""Bring an index in line with a set of PDF paths: add new files, replace changed ones, drop
+removed ones, and leave unchanged ones alone.
+
+Order of writes, so that a crash at any moment leaves a consistent index that a re-run
+completes: page images are written before their points; a document's points carry its page
+count, so a partly indexed document is recognised and redone (point ids are derived from
+content, so redoing overwrites rather than duplicates); removed documents leave the store
+before their images; images of documents the store does not hold are swept at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+from vdr.indexer.discover import content_id, discover, is_under
+from vdr.indexer.ocr import ocr_words
+from vdr.indexer.pdf import check_pdf, read_text_layer, render_pages
+
+from vdr.encoders.base import Encoder
+from vdr.errors import BadDocument
+from vdr.page_images import PageImages
+from vdr.pages import Page
+from vdr.store.base import PageRecord, Store
+
+log = logging.getLogger(__name__)
+
+# Pages rendered, encoded and written together: bounds memory (~25 MB of 150 dpi images)
+# and is the most work a crash can undo.
+PAGES_PER_CHUNK = 16
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did. Paths are absolute strings."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, same content as)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    pages_encoded: int = 0
+
+
+def index_paths(
+    paths: Sequence[Path],
+    get_encoder: Callable[[], Encoder],
+    store: Store,
+    images: PageImages,
+    *,
+    ocr: bool = True,
+    progress: bool = True,
+) -> IndexReport:
+    """Index every PDF under `paths`; forget indexed documents under them that are gone.
+
+    get_encoder: called only when some page must be encoded, so that a run over an
+                 unchanged folder does not pay for loading a model.
+    ocr:         read pages without a text layer by OCR when the encoder uses words.
+    A bad file is recorded in IndexReport.skipped with its reason; the rest go on.
+    """
+    roots = [Path(p).expanduser().absolute() for p in paths]
+    report = IndexReport()
+    indexed = {doc.doc_id: doc for doc in store.documents()}
+
+    current: dict[str, Path] = {}
+    for path in discover(roots):
+        try:
+            doc_id = content_id(path)
+        except OSError as error:
+            report.skipped.append((str(path), f"cannot read the file ({error.strerror})"))
+            continue
+        if doc_id in current:
+            report.duplicates.append((str(path), str(current[doc_id])))
+        else:
+            current[doc_id] = path
+
+    todo: list[tuple[str, Path, int]] = []
+    for doc_id, path in current.items():
+        known = indexed.get(doc_id)
+        if known and known.complete:
+            if known.doc_path != str(path):
+                store.set_doc_path(doc_id, str(path))
+                report.moved.append(str(path))
+            else:
+                report.unchanged.append(str(path))
+            continue
+        try:
+            todo.append((doc_id, path, check_pdf(path)))
+        except BadDocument as error:
+            report.skipped.append((str(path), str(error)))
+
+    if todo:
+        encoder = get_encoder()
+        with tqdm(
+            total=sum(n for _, _, n in todo), unit="page", desc="indexing", disable=not progress
+        ) as bar:
+            for doc_id, path, n_pages in todo:
+                try:
+                    _index_document(doc_id, path, n_pages, encoder, store, images, ocr, bar)
+                except BadDocument as error:
+                    store.delete_documents([doc_id])
+                    report.skipped.append((str(path), str(error)))
+                    continue
+                report.added.append(str(path))
+                report.pages_encoded += n_pages
+
+    gone = [
+        doc
+        for doc in indexed.values()
+        if doc.doc_id not in current and is_under(doc.doc_path, roots)
+    ]
+    store.delete_documents([doc.doc_id for doc in gone])
+    images.delete_documents(doc.doc_id for doc in gone)
+    report.removed.extend(doc.doc_path for doc in gone)
+    images.keep_only({doc.doc_id for doc in store.documents()})
+    return report
+
+
+def _index_document(
+    doc_id: str,
+    path: Path,
+    n_pages: int,
+    encoder: Encoder,
+    store: Store,
+    images: PageImages,
+    ocr: bool,
+    bar: tqdm,
+) -> None:
+    texts = read_text_layer(path)
+    if len(texts) != n_pages:
+        raise BadDocument(f"the text layer has {len(texts)} pages, pdfinfo counts {n_pages}")
+    chunks = [
+        (first, min(n_pages, first + PAGES_PER_CHUNK - 1))
+        for first in range(1, n_pages + 1, PAGES_PER_CHUNK)
+    ]
+    # Render the next chunk (a pdftoppm process) while this one is encoded.
+    with ThreadPoolExecutor(max_workers=1) as renderer:
+        rendering = renderer.submit(render_pages, path, *chunks[0])
+        for number, (first, last) in enumerate(chunks):
+            rendered = rendering.result()
+            if number + 1 < len(chunks):
+                rendering = renderer.submit(render_pages, path, *chunks[number + 1])
+            pages = []
+            for page_number, image in zip(range(first, last + 1), rendered, strict=True):
+                text = texts[page_number - 1]
+                words = text.words
+                if not words and ocr and encoder.uses_words:
+                    words = ocr_words(image)
+                pages.append(Page(image=image, words=words, size=text.size))
+            records = [
+                PageRecord(
+                    doc_id=doc_id,
+                    doc_path=str(path),
+                    page=page_number,
+                    n_pages=n_pages,
+                    size=page.size,
+                    words=page.words,
+                    embedding=embedding,
+                )
+                for page_number, page, embedding in zip(
+                    range(first, last + 1), pages, encoder.encode_pages(pages), strict=True
+                )
+            ]
+            for record, page in zip(records, pages, strict=True):
+                images.save(record.page_id, page.image)
+            store.upsert(records)
+            bar.update(len(records))

@@ -1,0 +1,227 @@
+"""`vdr`: the command line. Parses arguments, calls the library, prints; nothing else.
+
+Every command takes the same --index/--model/--qdrant-url flags (or VDR_INDEX, VDR_MODEL,
+VDR_QDRANT_URL). Errors print one sentence on stderr and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from vdr.errors import VdrError
+
+DEFAULT_INDEX = ".vdr-index"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="vdr: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except VdrError as error:
+        print(f"vdr {args.command}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"vdr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vdr", description="Visual-document retrieval over PDFs.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--index",
+            default=os.environ.get("VDR_INDEX"),
+            metavar="DIR",
+            help=f"index folder (env VDR_INDEX; default {DEFAULT_INDEX})",
+        )
+        sub.add_argument(
+            "--model",
+            default=os.environ.get("VDR_MODEL"),
+            metavar="NAME_OR_DIR",
+            help="encoder (env VDR_MODEL); default: the index's own, textgrid-minilm if new",
+        )
+        sub.add_argument(
+            "--qdrant-url",
+            default=os.environ.get("VDR_QDRANT_URL"),
+            metavar="URL",
+            help="keep vectors in this Qdrant server, not embedded (env VDR_QDRANT_URL)",
+        )
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
+
+    index = command("index", "Index the PDFs in folders or files (changed files are re-indexed).")
+    index.add_argument("paths", nargs="+", metavar="PATH")
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.set_defaults(run=_index)
+
+    search = command("search", "Search indexed pages by text.")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=10, help="results to return (default 10)")
+    search.add_argument(
+        "--doc", action="append", metavar="DOC_ID", help="only this document (repeatable)"
+    )
+    search.set_defaults(run=_search)
+
+    evaluate = command(
+        "eval", "Measure retrieval quality on a labelled set (queries.jsonl, qrels.tsv, pdfs/)."
+    )
+    evaluate.add_argument("set_dir", metavar="SET_DIR")
+    evaluate.set_defaults(run=_eval)
+
+    heatmap = command("heatmap", "Draw where the query matched on a page (PNG).")
+    heatmap.add_argument("query")
+    heatmap.add_argument(
+        "--page", required=True, metavar="PAGE_ID", help="a page id from `vdr search`"
+    )
+    heatmap.add_argument(
+        "-o", "--output", metavar="FILE", help="PNG to write (default heatmap-PAGE_ID.png)"
+    )
+    heatmap.set_defaults(run=_heatmap)
+    return parser
+
+
+def _open(args: argparse.Namespace, folder: str | None = None):  # -> vdr.Index
+    from vdr.index import Index  # imported here so `vdr --help` stays instant
+
+    return Index(
+        folder or args.index or DEFAULT_INDEX, model=args.model, qdrant_url=args.qdrant_url
+    )
+
+
+def _index(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    with _open(args) as index:
+        report = index.add(args.paths, progress=not args.quiet and not args.json)
+        total_pages = index.store.count()
+    seconds = time.perf_counter() - started
+    if args.json:
+        print(
+            json.dumps(
+                {**report.__dict__, "seconds": round(seconds, 3), "pages_in_index": total_pages}
+            )
+        )
+        return 0
+    for path, reason in report.skipped:
+        print(f"vdr index: skipped '{path}': {reason}", file=sys.stderr)
+    for path, original in report.duplicates:
+        print(
+            f"vdr index: '{path}' has the same content as '{original}' (indexed once)",
+            file=sys.stderr,
+        )
+    print(
+        f"indexed {len(report.added)} new or changed files ({report.pages_encoded} pages) in "
+        f"{seconds:.1f} s; {len(report.unchanged)} unchanged, {len(report.moved)} moved, "
+        f"{len(report.removed)} removed, {len(report.skipped)} skipped; "
+        f"{total_pages} pages in the index"
+    )
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    with _open(args) as index:
+        hits = index.search(args.query, k=args.k, doc_ids=args.doc)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "page_id": h.page_id,
+                        "doc_id": h.doc_id,
+                        "doc_path": h.doc_path,
+                        "page": h.page,
+                        "score": round(h.score, 5),
+                    }
+                    for h in hits
+                ],
+                indent=1,
+            )
+        )
+        return 0
+    if not hits:
+        print("no pages found")
+    for rank, hit in enumerate(hits, 1):
+        print(
+            f"{rank:>3}. {hit.score:8.3f}  {Path(hit.doc_path).name} p.{hit.page:<4} "
+            f"[{hit.page_id}]"
+        )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vdr.eval import format_table, load_set, query_metrics, summarise
+
+    set_dir = Path(args.set_dir).expanduser().absolute()
+    queries, qrels = load_set(set_dir)
+    with _open(args, args.index or _eval_index_folder(set_dir)) as index:
+        report = index.add([set_dir / "pdfs"], progress=not args.json)
+        started = time.perf_counter()
+        rankings = index.search_many([q.text for q in queries], k=10)
+        seconds = time.perf_counter() - started
+    per_query, ranks = {}, {}
+    for query, hits in zip(queries, rankings, strict=True):
+        keys = [(Path(h.doc_path).stem, h.page) for h in hits]
+        relevant = qrels.get(query.qid, {})
+        per_query[query.qid] = query_metrics(keys, relevant)
+        ranks[query.qid] = [keys.index(key) + 1 if key in keys else None for key in relevant]
+    summary = summarise(per_query, {q.qid: q.type for q in queries})
+    summary["search_seconds_per_query"] = seconds / max(1, len(queries))
+    summary["skipped"] = report.skipped
+    if args.json:
+        print(json.dumps({**summary, "per_query": per_query, "relevant_ranks": ranks}, indent=1))
+    else:
+        print(format_table(summary))
+        print(f"{len(queries)} queries, {seconds / max(1, len(queries)) * 1000:.0f} ms per query")
+    return 0
+
+
+def _eval_index_folder(set_dir: Path) -> Path:
+    """A cache folder per evaluation set, so repeated evals re-encode nothing."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    tag = hashlib.sha256(str(set_dir).encode()).hexdigest()[:8]
+    return cache / "vdr" / "eval" / f"{set_dir.name}-{tag}"
+
+
+def _heatmap(args: argparse.Namespace) -> int:
+    from vdr.heatmap import overlay
+
+    with _open(args) as index:
+        maps = index.similarity(args.query, args.page)
+        image = overlay(index.page_image(args.page), maps.whole_query(), title=args.query)
+    output = Path(args.output or f"heatmap-{args.page}.png")
+    try:
+        image.save(output)
+    except OSError as error:
+        raise VdrError(f"cannot write '{output}' ({error.strerror or error})") from error
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "output": str(output),
+                    "tokens": list(maps.tokens),
+                    "grid": list(maps.maps.shape[1:]),
+                }
+            )
+        )
+    else:
+        print(
+            f"wrote {output} ({len(maps.tokens)} query tokens over a "
+            f"{maps.maps.shape[1]}x{maps.maps.shape[2]} grid)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Retrieval quality on a labelled set: queries.jsonl + qrels.tsv (format of ../shared/bench/dev).
+
+queries.jsonl: one {"qid", "text", "type"} per line.
+qrels.tsv:     qid <TAB> doc_id <TAB> page <TAB> grade; doc_id is the PDF's file stem, page is
+               1-based, grade 2 = primary answer, 1 = partial answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vdr.errors import VdrError
+
+CUTOFFS = (1, 5, 10)
+METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "recall@1", "recall@5", "recall@10", "mrr@10")
+
+
+@dataclass(frozen=True)
+class Query:
+    qid: str
+    text: str
+    type: str
+
+
+PageKey = tuple[str, int]  # (doc_id = file stem, 1-based page)
+
+
+def load_set(folder: Path) -> tuple[list[Query], dict[str, dict[PageKey, int]]]:
+    """The queries and graded relevant pages of an evaluation set."""
+    queries_file, qrels_file = folder / "queries.jsonl", folder / "qrels.tsv"
+    for required in (queries_file, qrels_file, folder / "pdfs"):
+        if not required.exists():
+            raise VdrError(f"'{folder}' is not an evaluation set: '{required.name}' is missing")
+    queries = []
+    for number, line in enumerate(queries_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            queries.append(Query(qid=row["qid"], text=row["text"], type=row.get("type", "all")))
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise VdrError(f"{queries_file.name} line {number} is not a query ({error})") from error
+    qrels: dict[str, dict[PageKey, int]] = defaultdict(dict)
+    for number, line in enumerate(qrels_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            qid, doc_id, page, grade = line.split("\t")
+            qrels[qid][(doc_id, int(page))] = int(grade)
+        except ValueError as error:
+            raise VdrError(
+                f"{qrels_file.name} line {number} is not 'qid doc page grade'"
+            ) from error
+    return queries, dict(qrels)
+
+
+def query_metrics(ranking: Sequence[PageKey], relevant: dict[PageKey, int]) -> dict[str, float]:
+    """nDCG@k (linear gains = grades), Recall@k (share of relevant pages found), MRR@10.
+
+    >>> m = query_metrics([("a", 2), ("a", 1)], {("a", 1): 2})
+    >>> round(m["ndcg@5"], 4), m["recall@1"], m["recall@5"], m["mrr@10"]
+    (0.6309, 0.0, 1.0, 0.5)
+    """
+    out = {}
+    ideal = sorted(relevant.values(), reverse=True)
+    for k in CUTOFFS:
+        dcg = sum(
+            relevant.get(key, 0) / math.log2(rank + 2) for rank, key in enumerate(ranking[:k])
+        )
+        idcg = sum(grade / math.log2(rank + 2) for rank, grade in enumerate(ideal[:k]))
+        out[f"ndcg@{k}"] = dcg / idcg if idcg else 0.0
+        found = sum(1 for key in ranking[:k] if relevant.get(key, 0) > 0)
+        out[f"recall@{k}"] = found / len(relevant) if relevant else 0.0
+    first = next((r for r, key in enumerate(ranking[:10]) if relevant.get(key, 0) > 0), None)
+    out["mrr@10"] = 1 / (first + 1) if first is not None else 0.0
+    return out
+
+
+def summarise(per_query: dict[str, dict[str, float]], types: dict[str, str]) -> dict:
+    """Mean of each metric overall and per query type: {"n", metrics..., "by_type": {...}}."""
+
+    def mean(qids: list[str]) -> dict[str, float]:
+        return {
+            "n": len(qids),
+            **{m: sum(per_query[q][m] for q in qids) / len(qids) for m in METRICS},
+        }
+
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for qid in per_query:
+        by_type[types[qid]].append(qid)
+    return {**mean(list(per_query)), "by_type": {t: mean(q) for t, q in sorted(by_type.items())}}
+
+
+def format_table(summary: dict) -> str:
+    """The summary as a fixed-width table, one row overall and one per query type."""
+    header = f"{'queries':<16}{'n':>5}" + "".join(f"{m:>11}" for m in METRICS)
+    rows = [("all", summary), *summary["by_type"].items()]
+    lines = [header] + [
+        f"{name:<16}{s['n']:>5}" + "".join(f"{s[m]:>11.3f}" for m in METRICS) for name, s in rows
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""The Python API: an index folder holding a store, page images and the encoder's identity.
+
+    >>> from vdr import Index                                   # doctest: +SKIP
+    >>> with Index("my-index") as index:                        # doctest: +SKIP
+    ...     index.add(["reports/"])
+    ...     hits = index.search("quarterly generation per site", k=5)
+
+The CLI and the HTTP server are thin layers over this class.
+
+An index folder holds:
+    vdr.json   which encoder (and settings) built it, and where its vectors live
+    qdrant/    the Qdrant Edge shard (absent when a Qdrant server holds the vectors)
+    pages/     one JPEG per page
+    lock       held by the process that has the index open
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from PIL import Image
+
+from vdr.encoders import DEFAULT_MODEL, Encoder, load_encoder
+from vdr.errors import IndexLocked, ModelMismatch, NotFound, VdrError
+from vdr.heatmap import SimilarityMaps, similarity_maps
+from vdr.indexer.pipeline import IndexReport, index_paths
+from vdr.page_images import PageImages
+from vdr.search import DEFAULT_CANDIDATES, search_many
+from vdr.store import Hit, IndexedDocument, StoredPage, open_store
+
+MANIFEST = "vdr.json"
+FORMAT_VERSION = 1
+
+
+class Index:
+    """An index folder, open for reading and writing by this process alone.
+
+    path:       the index folder (created if missing)
+    model:      encoder name or checkpoint directory; None takes the one the index was built
+                with (or the default encoder for a new index). Another model than the one
+                recorded is refused.
+    qdrant_url: keep the vectors in this Qdrant server instead of the embedded store; an
+                index created with a URL remembers it.
+    device:     torch device for the encoder.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        model: str | None = None,
+        qdrant_url: str | None = None,
+        device: str = "cpu",
+        api_key: str | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._device = device
+        self._encoder: Encoder | None = None
+        self._lock = _lock(self.path)
+        try:
+            manifest = self._manifest(model, qdrant_url)
+            self.model: str = manifest["model"]
+            self.qdrant_url: str | None = manifest["qdrant_url"]
+            self.store = open_store(self.path / "qdrant", manifest["dim"], self.qdrant_url, api_key)
+            self.images = PageImages(self.path / "pages")
+        except BaseException:
+            self._lock.close()
+            raise
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.store.close()
+        self._lock.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def encoder(self) -> Encoder:
+        """The index's encoder, loaded on first use (listing and page views need none)."""
+        if self._encoder is None:
+            self._encoder = load_encoder(self.model, self._device)
+        return self._encoder
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def add(self, paths: Sequence[str | Path], *, progress: bool = False) -> IndexReport:
+        """Index the PDFs under `paths`; changed files are re-encoded, removed ones dropped."""
+        return index_paths(
+            [Path(p) for p in paths],
+            lambda: self.encoder,
+            self.store,
+            self.images,
+            progress=progress,
+        )
+
+    def remove(self, doc_ids: Sequence[str]) -> None:
+        """Forget these documents: store first, then images, so no point outlives its image."""
+        known = {d.doc_id for d in self.documents()}
+        missing = [d for d in doc_ids if d not in known]
+        if missing:
+            raise NotFound(f"no document '{missing[0]}' in the index")
+        self.store.delete_documents(list(doc_ids))
+        self.images.delete_documents(doc_ids)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def documents(self) -> list[IndexedDocument]:
+        return self.store.documents()
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        doc_ids: Sequence[str] | None = None,
+        candidates: int | None = DEFAULT_CANDIDATES,
+    ) -> list[Hit]:
+        """Top k pages for `query`, best first (see vdr.search.search_many)."""
+        return self.search_many([query], k, doc_ids, candidates)[0]
+
+    def search_many(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        doc_ids: Sequence[str] | None = None,
+        candidates: int | None = DEFAULT_CANDIDATES,
+    ) -> list[list[Hit]]:
+        return search_many(self.encoder, self.store, queries, k, doc_ids, candidates)
+
+    def page(self, page_id: str) -> StoredPage:
+        """A page's record with its full multi-vector."""
+        page = self.store.get_page(page_id)
+        if page is None:
+            raise NotFound(f"no page '{page_id}' in the index")
+        return page
+
+    def page_image(self, page_id: str) -> Image.Image:
+        return self.images.load(page_id)
+
+    def similarity(self, query: str, page_id: str) -> SimilarityMaps:
+        """Per-token maps [tokens, rows, cols] of `query` over the page's patch grid."""
+        embedding = self.encoder.encode_queries([query])[0]
+        return similarity_maps(embedding, self.page(page_id).embedding)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _manifest(self, model: str | None, qdrant_url: str | None) -> dict[str, Any]:
+        file = self.path / MANIFEST
+        if file.exists():
+            try:
+                manifest = json.loads(file.read_text())
+            except json.JSONDecodeError as error:
+                raise VdrError(f"'{file}' is damaged ({error})") from error
+            if model and model != manifest["model"]:
+                raise ModelMismatch(
+                    f"the index at '{self.path}' was built with model '{manifest['model']}', "
+                    f"not '{model}'; use another --index folder for another model"
+                )
+            if qdrant_url and qdrant_url != manifest["qdrant_url"]:
+                raise VdrError(
+                    f"the index at '{self.path}' keeps its vectors "
+                    f"{'in ' + manifest['qdrant_url'] if manifest['qdrant_url'] else 'embedded'}, "
+                    f"not in {qdrant_url}"
+                )
+            return manifest
+        encoder = self._encoder = load_encoder(model or DEFAULT_MODEL, self._device)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "model": encoder.name,
+            "settings": encoder.settings(),
+            "dim": encoder.dim,
+            "qdrant_url": qdrant_url,
+        }
+        tmp = file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, file)
+        return manifest
+
+
+def _lock(folder: Path) -> TextIO:
+    """An exclusive lock on the index folder, held until the returned file is closed;
+    IndexLocked naming the holder's pid when another process has it."""
+    handle = (folder / "lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise IndexLocked(
+            f"the index at '{folder}' is in use by another vdr process (pid {holder}); "
+            "wait for it to finish"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

@@ -1,0 +1,218 @@
+"""The store contract and the one schema both Qdrant backends share.
+
+A point is one page:
+- vector "full": the page's multi-vector (MaxSim, no HNSW): exact rerank and heatmaps;
+- vectors "rows" and "cols": its grid-pooled multi-vectors (MaxSim, HNSW): the first stage;
+- payload: which document and page it is, its grid and patch map, its size and its words.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vdr.encoders.base import PageEmbedding
+from vdr.pages import Word
+
+FULL, ROWS, COLS = "full", "rows", "cols"
+# Payload keys that are indexed for filtering.
+KEYWORD_FIELDS = ("doc_id", "doc_path")
+_POINT_NAMESPACE = uuid.UUID("0f6c1d52-5a44-4c36-9b1e-3f43f0ad7a10")
+
+
+def page_id_of(doc_id: str, page: int) -> str:
+    """A page's id: its document's content id and its 1-based page number, e.g. '3f2a...-7'."""
+    return f"{doc_id}-{page}"
+
+
+def point_id_of(page_id: str) -> str:
+    """Qdrant point id (a UUID string) for a page id: deterministic, so re-upserts replace."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, page_id))
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    """One page as the indexer hands it to the store."""
+
+    doc_id: str
+    doc_path: str
+    page: int  # 1-based
+    n_pages: int  # pages in the document, to tell a complete document from an interrupted one
+    size: tuple[float, float]  # (width, height) in points
+    words: tuple[Word, ...]
+    embedding: PageEmbedding
+
+    @property
+    def page_id(self) -> str:
+        return page_id_of(self.doc_id, self.page)
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    """A page read back from the store, with its full multi-vector."""
+
+    page_id: str
+    doc_id: str
+    doc_path: str
+    page: int
+    size: tuple[float, float]
+    words: tuple[Word, ...]
+    embedding: PageEmbedding
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked page. score: MaxSim of the query against the page's full multi-vector."""
+
+    page_id: str
+    doc_id: str
+    doc_path: str
+    page: int
+    score: float
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """A document as the store knows it; pages_indexed < n_pages after an interrupted run."""
+
+    doc_id: str
+    doc_path: str
+    n_pages: int
+    pages_indexed: int
+
+    @property
+    def complete(self) -> bool:
+        return self.pages_indexed == self.n_pages
+
+
+class Store(ABC):
+    """Pages in a Qdrant collection (embedded Qdrant Edge, or a Qdrant server)."""
+
+    @abstractmethod
+    def upsert(self, records: Sequence[PageRecord]) -> None:
+        """Insert or replace pages (same page id -> same point), durably on return."""
+
+    @abstractmethod
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Remove every page of these documents."""
+
+    @abstractmethod
+    def set_doc_path(self, doc_id: str, doc_path: str) -> None:
+        """Record that a document now lives at another path (moved or renamed file)."""
+
+    @abstractmethod
+    def documents(self) -> list[IndexedDocument]:
+        """Every document with at least one page in the store."""
+
+    @abstractmethod
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        candidates: int | None,
+        doc_ids: Sequence[str] | None = None,
+    ) -> list[Hit]:
+        """Top k pages by MaxSim against `query` ([m, dim] float32, the tokens that count).
+
+        candidates: pages the pooled first stage passes to the exact rerank (per pooled
+                    vector kind); None scores every page exactly (slow, for checks).
+        doc_ids:    restrict to these documents.
+        """
+
+    @abstractmethod
+    def get_page(self, page_id: str) -> StoredPage | None:
+        """A page with its full multi-vector, or None."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of pages."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release files and connections."""
+
+
+def payload_of(record: PageRecord) -> dict[str, Any]:
+    """The JSON payload of a page's point."""
+    embedding = record.embedding
+    return {
+        "page_id": record.page_id,
+        "doc_id": record.doc_id,
+        "doc_path": record.doc_path,
+        "page": record.page,
+        "n_pages": record.n_pages,
+        "size": list(record.size),
+        "grid": list(embedding.grid),
+        "n_vectors": len(embedding.vectors),
+        "patch_index": embedding.patch_index.tolist(),
+        "words": [[w.text, *(round(v, 5) for v in w.box), w.block] for w in record.words],
+    }
+
+
+def stored_page_of(payload: dict[str, Any], full: Sequence[Sequence[float]]) -> StoredPage:
+    """Rebuild a StoredPage from a point's payload and its "full" multi-vector."""
+    n = int(payload["n_vectors"])
+    vectors = np.asarray(full, dtype=np.float32)[:n]  # an empty page stores one zero vector
+    return StoredPage(
+        page_id=payload["page_id"],
+        doc_id=payload["doc_id"],
+        doc_path=payload["doc_path"],
+        page=int(payload["page"]),
+        size=(float(payload["size"][0]), float(payload["size"][1])),
+        words=tuple(
+            Word(text=w[0], box=(w[1], w[2], w[3], w[4]), block=int(w[5])) for w in payload["words"]
+        ),
+        embedding=PageEmbedding(
+            vectors=vectors.reshape(n, -1) if n else np.zeros((0, vectors.shape[-1]), np.float32),
+            patch_index=np.asarray(payload["patch_index"], dtype=np.int32),
+            grid=(int(payload["grid"][0]), int(payload["grid"][1])),
+        ),
+    )
+
+
+def hit_of(payload: dict[str, Any], score: float) -> Hit:
+    return Hit(
+        page_id=payload["page_id"],
+        doc_id=payload["doc_id"],
+        doc_path=payload["doc_path"],
+        page=int(payload["page"]),
+        score=float(score),
+    )
+
+
+def documents_of(payloads: Sequence[dict[str, Any]]) -> list[IndexedDocument]:
+    """Group page payloads (doc_id, doc_path, n_pages) into documents."""
+    docs: dict[str, IndexedDocument] = {}
+    for p in payloads:
+        seen = docs.get(p["doc_id"])
+        docs[p["doc_id"]] = IndexedDocument(
+            doc_id=p["doc_id"],
+            doc_path=p["doc_path"],
+            n_pages=int(p["n_pages"]),
+            pages_indexed=(seen.pages_indexed if seen else 0) + 1,
+        )
+    return sorted(docs.values(), key=lambda d: d.doc_path)
+
+
+def vectors_of(embedding: PageEmbedding) -> dict[str, np.ndarray]:
+    """The three named multi-vectors of a page's point, checked before they reach Qdrant.
+
+    Qdrant Edge panics (and can leave its write-ahead log unreadable) on ragged or empty
+    multi-vectors, so anything but a finite, non-empty [n, dim] float array is refused here.
+    """
+    from vdr.pooling import pool_rows_cols
+
+    rows, cols = pool_rows_cols(embedding)
+    full = embedding.vectors if len(embedding.vectors) else rows  # rows is one zero vector then
+    named = {FULL: full, ROWS: rows, COLS: cols}
+    for name, vectors in named.items():
+        if vectors.ndim != 2 or not len(vectors) or not np.isfinite(vectors).all():
+            raise ValueError(
+                f"'{name}' vectors of shape {vectors.shape} are not a finite multi-vector"
+            )
+    return named

@@ -1,0 +1,176 @@
+"""A Qdrant server or cluster through qdrant-client: the same schema as the embedded store.
+
+Sharding and replication are the server's business; this class only speaks the schema.
+qdrant-client's own ":memory:" mode stands in for a server in tests.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from vdr.errors import VdrError
+from vdr.store.base import (
+    COLS,
+    FULL,
+    KEYWORD_FIELDS,
+    ROWS,
+    Hit,
+    IndexedDocument,
+    PageRecord,
+    Store,
+    StoredPage,
+    documents_of,
+    hit_of,
+    payload_of,
+    point_id_of,
+    stored_page_of,
+    vectors_of,
+)
+
+_DOC_FIELDS = ["doc_id", "doc_path", "n_pages"]
+_HIT_FIELDS = ["page_id", "doc_id", "doc_path", "page"]
+_SCROLL_PAGE = 1000
+DEFAULT_COLLECTION = "vdr"
+
+
+class ServerStore(Store):
+    """Pages in collection `collection` of the Qdrant at `url` (":memory:" for in-process)."""
+
+    def __init__(
+        self, url: str, dim: int, collection: str = DEFAULT_COLLECTION, api_key: str | None = None
+    ) -> None:
+        self.collection = collection
+        try:
+            if url == ":memory:":
+                self.client = QdrantClient(location=":memory:")
+            else:
+                self.client = QdrantClient(url=url, api_key=api_key, timeout=60)
+            exists = self.client.collection_exists(collection)
+        except Exception as error:  # connection errors come in many types
+            raise VdrError(f"cannot reach Qdrant at {url} ({error})") from error
+        if not exists:
+            self._create(dim)
+
+    def _create(self, dim: int) -> None:
+        maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+
+        def params(hnsw: models.HnswConfigDiff | None = None) -> models.VectorParams:
+            return models.VectorParams(
+                size=dim, distance=models.Distance.DOT, multivector_config=maxsim, hnsw_config=hnsw
+            )
+
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                FULL: params(models.HnswConfigDiff(m=0)),  # reranked exactly, never searched
+                ROWS: params(),
+                COLS: params(),
+            },
+        )
+        with warnings.catch_warnings():  # local mode warns that it ignores payload indexes
+            warnings.simplefilter("ignore")
+            for field in KEYWORD_FIELDS:
+                self.client.create_payload_index(
+                    self.collection, field, field_schema=models.PayloadSchemaType.KEYWORD
+                )
+
+    def upsert(self, records: Sequence[PageRecord]) -> None:
+        points = [
+            models.PointStruct(
+                id=point_id_of(r.page_id),
+                vector={name: v.tolist() for name, v in vectors_of(r.embedding).items()},
+                payload=payload_of(r),
+            )
+            for r in records
+        ]
+        self.client.upsert(self.collection, points=points, wait=True)
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        if doc_ids:
+            self.client.delete(
+                self.collection,
+                points_selector=models.FilterSelector(filter=_doc_filter(doc_ids)),
+                wait=True,
+            )
+
+    def set_doc_path(self, doc_id: str, doc_path: str) -> None:
+        self.client.set_payload(
+            self.collection,
+            payload={"doc_path": doc_path},
+            points=models.FilterSelector(filter=_doc_filter([doc_id])),
+            wait=True,
+        )
+
+    def documents(self) -> list[IndexedDocument]:
+        payloads: list[dict[str, Any]] = []
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection,
+                limit=_SCROLL_PAGE,
+                offset=offset,
+                with_payload=_DOC_FIELDS,
+                with_vectors=False,
+            )
+            payloads.extend(r.payload or {} for r in records)
+            if offset is None:
+                return documents_of(payloads)
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        candidates: int | None,
+        doc_ids: Sequence[str] | None = None,
+    ) -> list[Hit]:
+        vectors = np.asarray(query, dtype=np.float32).tolist()
+        where = _doc_filter(doc_ids) if doc_ids else None
+        prefetch = (
+            [
+                models.Prefetch(query=vectors, using=name, limit=candidates, filter=where)
+                for name in (ROWS, COLS)
+            ]
+            if candidates
+            else None
+        )
+        response = self.client.query_points(
+            self.collection,
+            prefetch=prefetch,
+            query=vectors,
+            using=FULL,
+            query_filter=where,
+            limit=k,
+            with_payload=_HIT_FIELDS,
+            with_vectors=False,
+        )
+        return [hit_of(p.payload or {}, p.score) for p in response.points]
+
+    def get_page(self, page_id: str) -> StoredPage | None:
+        records = self.client.retrieve(
+            self.collection, ids=[point_id_of(page_id)], with_payload=True, with_vectors=[FULL]
+        )
+        if not records:
+            return None
+        vector = records[0].vector
+        assert isinstance(vector, dict)
+        return stored_page_of(records[0].payload or {}, vector[FULL])  # type: ignore[arg-type]
+
+    def count(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _doc_filter(doc_ids: Sequence[str]) -> models.Filter:
+    match = (
+        models.MatchValue(value=doc_ids[0])
+        if len(doc_ids) == 1
+        else models.MatchAny(any=list(doc_ids))
+    )
+    return models.Filter(must=[models.FieldCondition(key="doc_id", match=match)])
