@@ -1,0 +1,89 @@
+"""Shared fixtures: real sample PDFs, PDFs built on the spot, the real default encoder, and a
+store fixture that runs each store test against Qdrant Edge and qdrant-client's :memory: mode."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from reportlab.lib.pagesizes import A4
+from reportlab.pdfgen.canvas import Canvas
+
+from vdr.encoders.textgrid import TextGridEncoder
+from vdr.store import Store, open_store
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples" / "pdfs"
+DEV_SET = REPO.parent / "shared" / "bench" / "dev"
+BACKENDS = ["edge", "memory"]
+
+# A placed string: (text, x, y, font size) with x, y in points from the page's top-left.
+Placed = tuple[str, float, float, float]
+
+
+@pytest.fixture(scope="session")
+def encoder() -> TextGridEncoder:
+    """The real default encoder (MiniLM from its wheel), loaded once per test session."""
+    return TextGridEncoder()
+
+
+@pytest.fixture(params=BACKENDS)
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, encoder: TextGridEncoder
+) -> Iterator[Store]:
+    """An empty store on each backend: embedded Qdrant Edge, and qdrant-client in memory
+    standing in for a Qdrant server (the --qdrant-url code path)."""
+    url = ":memory:" if request.param == "memory" else None
+    opened = open_store(tmp_path / "qdrant", encoder.dim, qdrant_url=url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture()
+def samples(tmp_path: Path) -> Path:
+    """A writable copy of the sample PDFs."""
+    folder = tmp_path / "samples"
+    shutil.copytree(SAMPLES, folder)
+    return folder
+
+
+def make_pdf(path: Path, pages: Sequence[Sequence[Placed]], size: tuple[float, float] = A4) -> Path:
+    """A real PDF with a text layer: each page draws its strings at the given positions."""
+    canvas = Canvas(str(path), pagesize=size, invariant=1)
+    for placed in pages:
+        for text, x, y, font_size in placed:
+            canvas.setFont("Helvetica", font_size)
+            canvas.drawString(x, size[1] - y, text)
+        canvas.showPage()
+    canvas.save()
+    return path
+
+
+def rasterise(pdf: Path, page: int, out: Path, dpi: int = 150) -> Path:
+    """An image-only PDF (no text layer) of one page of `pdf`, as a scanner would make it."""
+    stem = out.with_suffix("")
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-r",
+            str(dpi),
+            "-f",
+            str(page),
+            "-l",
+            str(page),
+            "-singlefile",
+            "-png",
+            str(pdf),
+            str(stem),
+        ],
+        check=True,
+    )
+    png = stem.with_suffix(".png")
+    with Image.open(png) as image:
+        image.convert("L").save(out, format="PDF", resolution=dpi)
+    png.unlink()
+    return out

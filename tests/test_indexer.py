@@ -1,0 +1,233 @@
+"""Indexing a folder: what is added, replaced, dropped, skipped, and what survives a crash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from reportlab.lib.pdfencrypt import StandardEncryption
+from reportlab.pdfgen.canvas import Canvas
+
+from conftest import DEV_SET, REPO, make_pdf, rasterise
+from vdr import Index
+from vdr.encoders.textgrid import TextGridEncoder
+from vdr.indexer.pipeline import index_paths
+from vdr.page_images import PageImages
+from vdr.store import Store
+
+
+@pytest.fixture()
+def index(tmp_path: Path, encoder: TextGridEncoder) -> Index:
+    opened = Index(tmp_path / "index")
+    opened._encoder = encoder  # share the session's loaded model; the index loads the same one
+    yield opened
+    opened.close()
+
+
+def page_set(store: Store) -> list[tuple[str, int]]:
+    """(doc_path name, page) for every stored page, sorted, duplicates kept."""
+    pages = []
+    for doc in store.documents():
+        assert doc.complete, doc
+        pages += [(Path(doc.doc_path).name, p) for p in range(1, doc.n_pages + 1)]
+    return sorted(pages)
+
+
+def test_index_samples_then_search(index: Index, samples: Path) -> None:
+    report = index.add([samples])
+    assert sorted(Path(p).name for p in report.added) == [
+        "bike_maintenance.pdf",
+        "scanned_letter.pdf",
+        "solar_report.pdf",
+    ]
+    assert report.pages_encoded == 6 and index.store.count() == 6
+    assert index.images.page_ids() == {
+        f"{d.doc_id}-{p}" for d in index.documents() for p in range(1, d.n_pages + 1)
+    }
+    top = index.search("quarterly generation per site table", k=1)[0]
+    assert (Path(top.doc_path).name, top.page) == ("solar_report.pdf", 2)
+    top = index.search("how to replace brake pads", k=1)[0]
+    assert (Path(top.doc_path).name, top.page) == ("bike_maintenance.pdf", 2)
+
+
+def test_unchanged_folder_encodes_nothing(index: Index, samples: Path) -> None:
+    index.add([samples])
+    again = index.add([samples])
+    assert again.pages_encoded == 0 and again.added == [] and len(again.unchanged) == 3
+
+
+def test_scanned_page_is_found_by_its_printed_words(
+    index: Index, samples: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    scan = rasterise(samples / "solar_report.pdf", 1, folder / "scanned_report.pdf")
+    shutil.copy(samples / "bike_maintenance.pdf", folder)
+    layer = subprocess.run(
+        ["pdftotext", str(scan), "-"], capture_output=True, text=True, check=True
+    )
+    assert layer.stdout.strip() == ""  # no text layer: only OCR can read it
+    index.add([folder, samples / "scanned_letter.pdf"])
+    top = index.search("community battery storage pilot and the annual member assembly", k=1)[0]
+    assert (Path(top.doc_path).name, top.page) == ("scanned_report.pdf", 1)
+    assert len(index.page(top.page_id).words) > 50  # words came from OCR
+    top = index.search("harbour dredging permit", k=1)[0]
+    assert Path(top.doc_path).name == "scanned_letter.pdf"
+
+
+@pytest.mark.parametrize("backend", ["edge", "memory"])
+def test_changed_file_pages_are_replaced(
+    backend: str, store: Store, encoder: TextGridEncoder, tmp_path: Path
+) -> None:
+    del backend  # the store fixture is parametrised already; this names the case
+    folder, images = tmp_path / "docs", PageImages(tmp_path / "pages")
+    folder.mkdir()
+    doc = make_pdf(folder / "notes.pdf", [[("alpha glacier survey", 72, 100, 14)]] * 2)
+    make_pdf(folder / "other.pdf", [[("unrelated bakery recipes", 72, 100, 14)]])
+    index_paths([folder], lambda: encoder, store, images, progress=False)
+    old = {d.doc_id for d in store.documents() if d.doc_path == str(doc)}
+
+    make_pdf(doc, [[("omega volcano eruption", 72, 100, 14)]] * 3)
+    report = index_paths([folder], lambda: encoder, store, images, progress=False)
+    assert report.added == [str(doc)] and report.removed == [str(doc)]
+    assert page_set(store) == [
+        ("notes.pdf", 1),
+        ("notes.pdf", 2),
+        ("notes.pdf", 3),
+        ("other.pdf", 1),
+    ]
+    assert not old & {d.doc_id for d in store.documents()}
+    assert not any(page_id.startswith(tuple(old)) for page_id in images.page_ids())
+    top = store.search(encoder.encode_queries(["volcano eruption"])[0].scoring_vectors(), 1, 50)[0]
+    assert top.doc_path == str(doc)
+
+
+@pytest.mark.parametrize("backend", ["edge", "memory"])
+def test_deleted_file_pages_are_gone(
+    backend: str, store: Store, encoder: TextGridEncoder, tmp_path: Path
+) -> None:
+    del backend
+    folder, images = tmp_path / "docs", PageImages(tmp_path / "pages")
+    (folder / "sub").mkdir(parents=True)
+    make_pdf(folder / "keep.pdf", [[("kept document", 72, 100, 14)]])
+    gone = make_pdf(folder / "sub" / "gone.pdf", [[("deleted document", 72, 100, 14)]] * 2)
+    index_paths([folder], lambda: encoder, store, images, progress=False)
+    assert store.count() == 3
+    gone.unlink()
+    report = index_paths([folder], lambda: encoder, store, images, progress=False)
+    assert report.removed == [str(gone)] and report.pages_encoded == 0
+    assert page_set(store) == [("keep.pdf", 1)]
+    assert len(images.page_ids()) == 1
+
+
+def test_indexing_another_folder_keeps_the_first(
+    index: Index, tmp_path: Path, samples: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    make_pdf(other / "extra.pdf", [[("extra page", 72, 100, 14)]])
+    index.add([samples])
+    report = index.add([other])
+    assert report.removed == [] and index.store.count() == 7
+
+
+def test_moved_file_is_relabelled_not_reencoded(index: Index, samples: Path) -> None:
+    index.add([samples])
+    moved = samples / "archive" / "bike.pdf"
+    moved.parent.mkdir()
+    (samples / "bike_maintenance.pdf").rename(moved)
+    report = index.add([samples])
+    assert report.moved == [str(moved)] and report.pages_encoded == 0
+    assert {d.doc_path for d in index.documents()} >= {str(moved)}
+    assert index.store.count() == 6
+
+
+def test_identical_files_are_indexed_once(index: Index, samples: Path) -> None:
+    shutil.copy(samples / "solar_report.pdf", samples / "copy of report.pdf")
+    report = index.add([samples])
+    assert [Path(p).name for p, _ in report.duplicates] == ["solar_report.pdf"]
+    assert index.store.count() == 6
+
+
+def test_bad_files_are_named_with_reasons_and_the_rest_indexed(index: Index, samples: Path) -> None:
+    (samples / "empty.pdf").write_bytes(b"")
+    (samples / "notes.pdf").write_text("meeting notes, not a PDF at all\n")
+    good = (samples / "solar_report.pdf").read_bytes()
+    (samples / "corrupt.pdf").write_bytes(good[:200] + os.urandom(4000))
+    (samples / "truncated.pdf").write_bytes(good[: len(good) // 3])
+    locked = Canvas(str(samples / "locked.pdf"), encrypt=StandardEncryption("secret", "owner"))
+    locked.drawString(72, 700, "confidential")
+    locked.save()
+    explicit_text = samples.parent / "readme.txt"
+    explicit_text.write_text("plain text")
+
+    report = index.add([samples, explicit_text])
+    reasons = {Path(path).name: reason for path, reason in report.skipped}
+    assert "empty" in reasons["empty.pdf"]
+    assert "not a PDF" in reasons["notes.pdf"] and "not a PDF" in reasons["readme.txt"]
+    assert "corrupt" in reasons["corrupt.pdf"]
+    assert "encrypted" in reasons["locked.pdf"]
+    # A truncated file is either repaired by poppler and indexed, or named: never lost silently.
+    assert "truncated.pdf" in reasons or any(p.endswith("truncated.pdf") for p in report.added)
+    assert {"bike_maintenance.pdf", "scanned_letter.pdf", "solar_report.pdf"} <= {
+        Path(p).name for p in report.added
+    }
+    assert {n for n, _ in page_set(index.store)} >= {"solar_report.pdf", "bike_maintenance.pdf"}
+
+
+def test_missing_path_is_an_error(index: Index, tmp_path: Path) -> None:
+    from vdr.errors import NotFound
+
+    with pytest.raises(NotFound, match="does not exist"):
+        index.add([tmp_path / "nowhere"])
+
+
+@pytest.mark.skipif(not (DEV_SET / "pdfs").is_dir(), reason="needs ../shared/bench/dev")
+def test_sigkill_mid_run_then_rerun_leaves_every_page_once(tmp_path: Path) -> None:
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    for name in ("dev02_beamer_talk.pdf", "dev04_booktabs.pdf", "dev09_tikz_feynman.pdf"):
+        shutil.copy(DEV_SET / "pdfs" / name, folder)
+    index_dir = tmp_path / "index"
+    command = [
+        sys.executable,
+        "-m",
+        "vdr.cli",
+        "index",
+        str(folder),
+        "--index",
+        str(index_dir),
+        "--quiet",
+    ]
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    # Kill once some pages are written but before the run can finish (79 pages in all).
+    while time.monotonic() < deadline and run.poll() is None:
+        written = (
+            len(list((index_dir / "pages").glob("*.jpg"))) if (index_dir / "pages").is_dir() else 0
+        )
+        if written >= 20:
+            break
+        time.sleep(0.05)
+    assert run.poll() is None, "the indexer finished before it could be killed"
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    with Index(index_dir) as index:
+        expected = sorted(
+            [("dev02_beamer_talk.pdf", p) for p in range(1, 32)]
+            + [("dev04_booktabs.pdf", p) for p in range(1, 19)]
+            + [("dev09_tikz_feynman.pdf", p) for p in range(1, 31)]
+        )
+        assert page_set(index.store) == expected
+        assert index.store.count() == len(expected)
+        assert len(index.images.page_ids()) == len(expected)
+        assert not list((index_dir / "pages").glob("*.tmp"))

@@ -1,0 +1,170 @@
+"""The store contract, run against Qdrant Edge and qdrant-client's in-memory mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vdr.encoders.base import PageEmbedding
+from vdr.pages import Word
+from vdr.store import PageRecord, Store
+
+DIM = 384
+GRID = (6, 5)
+
+
+def random_record(
+    rng: np.random.Generator, doc_id: str, page: int, n_pages: int = 3, n: int = 20
+) -> PageRecord:
+    vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return PageRecord(
+        doc_id=doc_id,
+        doc_path=f"/docs/{doc_id}.pdf",
+        page=page,
+        n_pages=n_pages,
+        size=(612.0, 792.0),
+        words=(Word(text="word", box=(0.1, 0.2, 0.3, 0.25), block=0),),
+        embedding=PageEmbedding(
+            vectors=vectors,
+            patch_index=rng.integers(0, GRID[0] * GRID[1], n).astype(np.int32),
+            grid=GRID,
+        ),
+    )
+
+
+def maxsim(query: np.ndarray, vectors: np.ndarray) -> float:
+    return float((query @ vectors.T).max(axis=1).sum()) if len(vectors) else 0.0
+
+
+@pytest.fixture()
+def filled(store: Store) -> tuple[Store, list[PageRecord], np.ndarray]:
+    rng = np.random.default_rng(0)
+    records = [
+        random_record(rng, doc, page) for doc in ("aaaa", "bbbb", "cccc") for page in (1, 2, 3)
+    ]
+    store.upsert(records)
+    query = rng.standard_normal((5, DIM)).astype(np.float32)
+    return store, records, query / np.linalg.norm(query, axis=1, keepdims=True)
+
+
+def test_exact_search_scores_are_maxsim(filled: tuple[Store, list[PageRecord], np.ndarray]) -> None:
+    store, records, query = filled
+    hits = store.search(query, k=9, candidates=None)
+    expected = sorted(
+        ((maxsim(query, r.embedding.vectors), r.page_id) for r in records), reverse=True
+    )
+    assert [h.page_id for h in hits] == [page_id for _, page_id in expected]
+    np.testing.assert_allclose(
+        [h.score for h in hits], [s for s, _ in expected], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_prefetch_and_rerank_returns_exact_scores(
+    filled: tuple[Store, list[PageRecord], np.ndarray],
+) -> None:
+    store, records, query = filled
+    by_id = {r.page_id: r for r in records}
+    hits = store.search(query, k=3, candidates=4)
+    assert len(hits) == 3
+    for hit in hits:
+        assert hit.score == pytest.approx(
+            maxsim(query, by_id[hit.page_id].embedding.vectors), abs=1e-4
+        )
+    # With every page a candidate, the first stage changes nothing.
+    assert [h.page_id for h in store.search(query, k=5, candidates=9)] == [
+        h.page_id for h in store.search(query, k=5, candidates=None)
+    ]
+
+
+def test_document_filter(filled: tuple[Store, list[PageRecord], np.ndarray]) -> None:
+    store, _, query = filled
+    assert {h.doc_id for h in store.search(query, k=9, candidates=9, doc_ids=["bbbb"])} == {"bbbb"}
+    two = store.search(query, k=9, candidates=None, doc_ids=["aaaa", "cccc"])
+    assert {h.doc_id for h in two} == {"aaaa", "cccc"} and len(two) == 6
+
+
+def test_documents_and_delete(filled: tuple[Store, list[PageRecord], np.ndarray]) -> None:
+    store, _, query = filled
+    docs = {d.doc_id: d for d in store.documents()}
+    assert set(docs) == {"aaaa", "bbbb", "cccc"}
+    assert all(d.complete and d.pages_indexed == 3 for d in docs.values())
+    store.delete_documents(["bbbb"])
+    assert store.count() == 6
+    assert "bbbb" not in {h.doc_id for h in store.search(query, k=9, candidates=None)}
+
+
+def test_upserting_a_page_again_replaces_it(
+    filled: tuple[Store, list[PageRecord], np.ndarray],
+) -> None:
+    store, records, _ = filled
+    rng = np.random.default_rng(1)
+    replacement = random_record(rng, "aaaa", 1)
+    store.upsert([replacement])
+    assert store.count() == len(records)
+    stored = store.get_page(replacement.page_id)
+    assert stored is not None
+    np.testing.assert_allclose(stored.embedding.vectors, replacement.embedding.vectors, atol=1e-6)
+
+
+def test_get_page_round_trip(filled: tuple[Store, list[PageRecord], np.ndarray]) -> None:
+    store, records, _ = filled
+    record = records[4]
+    page = store.get_page(record.page_id)
+    assert page is not None
+    assert (page.doc_id, page.page, page.doc_path, page.size) == (
+        record.doc_id,
+        record.page,
+        record.doc_path,
+        record.size,
+    )
+    assert page.embedding.grid == GRID
+    np.testing.assert_array_equal(page.embedding.patch_index, record.embedding.patch_index)
+    np.testing.assert_allclose(page.embedding.vectors, record.embedding.vectors, atol=1e-6)
+    assert page.words == record.words
+    assert store.get_page("ffff-1") is None
+
+
+def test_moved_document_keeps_its_pages(filled: tuple[Store, list[PageRecord], np.ndarray]) -> None:
+    store, _, query = filled
+    store.set_doc_path("cccc", "/elsewhere/renamed.pdf")
+    paths = {d.doc_id: d.doc_path for d in store.documents()}
+    assert paths["cccc"] == "/elsewhere/renamed.pdf" and store.count() == 9
+    hits = store.search(query, k=9, candidates=None, doc_ids=["cccc"])
+    assert {h.doc_path for h in hits} == {"/elsewhere/renamed.pdf"}
+
+
+def test_interrupted_document_is_incomplete(store: Store) -> None:
+    rng = np.random.default_rng(2)
+    store.upsert(
+        [random_record(rng, "dddd", 1, n_pages=5), random_record(rng, "dddd", 2, n_pages=5)]
+    )
+    (doc,) = store.documents()
+    assert (doc.pages_indexed, doc.n_pages, doc.complete) == (2, 5, False)
+
+
+def test_blank_page_is_stored_and_scores_zero(store: Store) -> None:
+    rng = np.random.default_rng(3)
+    blank = PageRecord(
+        doc_id="eeee",
+        doc_path="/docs/blank.pdf",
+        page=1,
+        n_pages=1,
+        size=(612.0, 792.0),
+        words=(),
+        embedding=PageEmbedding(np.zeros((0, DIM), np.float32), np.zeros(0, np.int32), GRID),
+    )
+    store.upsert([blank])
+    (hit,) = store.search(rng.standard_normal((3, DIM)).astype(np.float32), k=1, candidates=None)
+    assert hit.page_id == blank.page_id and hit.score == 0.0
+    page = store.get_page(blank.page_id)
+    assert page is not None and page.embedding.vectors.shape == (0, DIM)
+
+
+def test_non_finite_vectors_are_refused(store: Store) -> None:
+    rng = np.random.default_rng(4)
+    record = random_record(rng, "ffff", 1)
+    record.embedding.vectors[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        store.upsert([record])
+    assert store.count() == 0
