@@ -1,0 +1,1 @@
+"""PDF folder -> pages -> embeddings -> store (imported as vdr.indexer); see pipeline.py."""

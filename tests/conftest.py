@@ -13,6 +13,7 @@ from PIL import Image
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen.canvas import Canvas
 
+from vdr.encoders import load_encoder
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.store import Store, open_store
 
@@ -27,8 +28,11 @@ Placed = tuple[str, float, float, float]
 
 @pytest.fixture(scope="session")
 def encoder() -> TextGridEncoder:
-    """The real default encoder (MiniLM from its wheel), loaded once per test session."""
-    return TextGridEncoder()
+    """The real default encoder (MiniLM from its wheel), loaded once per test session and
+    shared with every Index the tests open (load_encoder caches it)."""
+    loaded = load_encoder()
+    assert isinstance(loaded, TextGridEncoder)
+    return loaded
 
 
 @pytest.fixture(params=BACKENDS)

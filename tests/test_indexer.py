@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,10 @@ from vdr.store import Store
 
 
 @pytest.fixture()
-def index(tmp_path: Path, encoder: TextGridEncoder) -> Index:
-    opened = Index(tmp_path / "index")
-    opened._encoder = encoder  # share the session's loaded model; the index loads the same one
-    yield opened
-    opened.close()
+def index(tmp_path: Path, encoder: TextGridEncoder) -> Iterator[Index]:
+    del encoder  # loaded once for the session; the index gets the same cached model
+    with Index(tmp_path / "index") as opened:
+        yield opened
 
 
 def page_set(store: Store) -> list[tuple[str, int]]:

@@ -15,8 +15,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vdr.errors import VdrError
+
+if TYPE_CHECKING:
+    from vdr.index import Index
 
 DEFAULT_INDEX = ".vdr-index"
 
@@ -93,17 +97,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open(args: argparse.Namespace, folder: str | None = None):  # -> vdr.Index
+def _open(args: argparse.Namespace, folder: Path | None = None, create: bool = False) -> Index:
     from vdr.index import Index  # imported here so `vdr --help` stays instant
 
     return Index(
-        folder or args.index or DEFAULT_INDEX, model=args.model, qdrant_url=args.qdrant_url
+        folder or args.index or DEFAULT_INDEX,
+        model=args.model,
+        qdrant_url=args.qdrant_url,
+        create=create,
     )
 
 
 def _index(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    with _open(args) as index:
+    with _open(args, create=True) as index:
         report = index.add(args.paths, progress=not args.quiet and not args.json)
         total_pages = index.store.count()
     seconds = time.perf_counter() - started
@@ -165,7 +172,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     set_dir = Path(args.set_dir).expanduser().absolute()
     queries, qrels = load_set(set_dir)
-    with _open(args, args.index or _eval_index_folder(set_dir)) as index:
+    with _open(args, args.index or _eval_index_folder(set_dir), create=True) as index:
         report = index.add([set_dir / "pdfs"], progress=not args.json)
         started = time.perf_counter()
         rankings = index.search_many([q.text for q in queries], k=10)

@@ -1,11 +1,7 @@
 """The Python API: an index folder holding a store, page images and the encoder's identity.
 
-    >>> from vdr import Index                                   # doctest: +SKIP
-    >>> with Index("my-index") as index:                        # doctest: +SKIP
-    ...     index.add(["reports/"])
-    ...     hits = index.search("quarterly generation per site", k=5)
-
-The CLI and the HTTP server are thin layers over this class.
+The CLI and the HTTP server are thin layers over this class; README.md shows it in use (that
+example runs in the test suite).
 
 An index folder holds:
     vdr.json   which encoder (and settings) built it, and where its vectors live
@@ -47,6 +43,7 @@ class Index:
     qdrant_url: keep the vectors in this Qdrant server instead of the embedded store; an
                 index created with a URL remembers it.
     device:     torch device for the encoder.
+    create:     make a new index when `path` holds none (otherwise NotFound).
     """
 
     def __init__(
@@ -56,8 +53,11 @@ class Index:
         qdrant_url: str | None = None,
         device: str = "cpu",
         api_key: str | None = None,
+        create: bool = True,
     ) -> None:
         self.path = Path(path).expanduser().absolute()
+        if not create and not (self.path / MANIFEST).exists():
+            raise NotFound(f"there is no index at '{self.path}'; build one with `vdr index`")
         self.path.mkdir(parents=True, exist_ok=True)
         self._device = device
         self._encoder: Encoder | None = None
@@ -148,8 +148,8 @@ class Index:
 
     def similarity(self, query: str, page_id: str) -> SimilarityMaps:
         """Per-token maps [tokens, rows, cols] of `query` over the page's patch grid."""
-        embedding = self.encoder.encode_queries([query])[0]
-        return similarity_maps(embedding, self.page(page_id).embedding)
+        page = self.page(page_id)  # an unknown page fails before a model is loaded
+        return similarity_maps(self.encoder.encode_queries([query])[0], page.embedding)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 from vdr.encoders.base import Encoder, PageEmbedding, QueryEmbedding
 from vdr.errors import UnknownModel
 
 DEFAULT_MODEL = "textgrid-minilm"
 
 
+@functools.cache
 def load_encoder(model: str = DEFAULT_MODEL, device: str = "cpu") -> Encoder:
-    """The encoder named `model`.
+    """The encoder named `model`, loaded once per process and shared (encoders keep no state
+    between calls, and a model's weights are most of a process's memory).
 
     model: "textgrid-minilm" (alias "default"), the offline default encoder.
     """

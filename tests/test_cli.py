@@ -1,0 +1,184 @@
+"""The `vdr` command line: output formats, and errors as one sentence without a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from PIL import Image
+
+from vdr import Index
+from vdr.cli import main
+from vdr.encoders.textgrid import TextGridEncoder
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, encoder: TextGridEncoder) -> Path:
+    """An index of the sample PDFs, built once through the CLI."""
+    del encoder  # loaded once; the CLI in this process reuses it
+    folder = tmp_path_factory.mktemp("cli") / "index"
+    assert main(["index", str(REPO / "samples" / "pdfs"), "--index", str(folder), "--quiet"]) == 0
+    return folder
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`vdr ARGS` in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "vdr.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_one_sentence_error(result: subprocess.CompletedProcess[str], words: str) -> None:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vdr ") and words in lines[0], result.stderr
+
+
+def test_index_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["index", str(REPO / "samples" / "pdfs"), "--index", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pages_in_index"] == 6 and report["pages_encoded"] == 6
+    assert len(report["added"]) == 3 and report["skipped"] == []
+
+
+def test_search_json(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            ["search", "quarterly generation per site", "--index", str(built), "-k", "3", "--json"]
+        )
+        == 0
+    )
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 3
+    assert set(hits[0]) == {"page_id", "doc_id", "doc_path", "page", "score"}
+    assert Path(hits[0]["doc_path"]).name == "solar_report.pdf" and hits[0]["page"] == 2
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(isinstance(h["page"], int) and h["page"] >= 1 for h in hits)
+
+
+def test_search_restricted_to_a_document(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with Index(built) as index:
+        bike = next(
+            d.doc_id for d in index.documents() if d.doc_path.endswith("bike_maintenance.pdf")
+        )
+    assert main(["search", "solar output", "--index", str(built), "--doc", bike, "--json"]) == 0
+    assert {h["doc_id"] for h in json.loads(capsys.readouterr().out)} == {bike}
+
+
+def test_search_text_output(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "brake pad replacement", "--index", str(built), "-k", "2"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.lstrip().startswith("1.") and "bike_maintenance.pdf p.2" in first
+
+
+def test_heatmap_writes_an_overlay(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["search", "harbour dredging permit", "--index", str(built), "-k", "1", "--json"])
+    page_id = json.loads(capsys.readouterr().out)[0]["page_id"]
+    out = tmp_path / "map.png"
+    assert (
+        main(
+            [
+                "heatmap",
+                "harbour dredging permit",
+                "--page",
+                page_id,
+                "--index",
+                str(built),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with Index(built) as index:
+        page = index.page_image(page_id)
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width == page.width and image.height > page.height
+        # The overlay coloured the page: it differs from the plain page image.
+        assert (
+            image.crop((0, 0, page.width, page.height)).convert("RGB").tobytes() != page.tobytes()
+        )
+
+
+def test_eval_json_on_a_small_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    set_dir = tmp_path / "set"
+    shutil.copytree(REPO / "samples" / "pdfs", set_dir / "pdfs")
+    queries = [
+        ("q1", "quarterly generation table per site", "visual", "solar_report", 2),
+        ("q2", "replacing worn brake pads", "extractive", "bike_maintenance", 2),
+        ("q3", "permit to dredge the harbour basin", "non_extractive", "scanned_letter", 1),
+    ]
+    (set_dir / "queries.jsonl").write_text(
+        "".join(json.dumps({"qid": q, "text": t, "type": ty}) + "\n" for q, t, ty, _, _ in queries)
+    )
+    (set_dir / "qrels.tsv").write_text("".join(f"{q}\t{d}\t{p}\t2\n" for q, _, _, d, p in queries))
+    assert main(["eval", str(set_dir), "--index", str(tmp_path / "index"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 3 and set(result["by_type"]) == {"visual", "extractive", "non_extractive"}
+    assert 0.0 <= result["ndcg@5"] <= 1.0
+    assert result["ndcg@1"] == 1.0  # each query names its page plainly
+    assert set(result["per_query"]) == {"q1", "q2", "q3"}
+
+
+def test_eval_rejects_a_folder_that_is_not_a_set(tmp_path: Path) -> None:
+    assert_one_sentence_error(
+        run_cli("eval", str(tmp_path), "--index", str(tmp_path / "i")), "queries.jsonl"
+    )
+
+
+def test_search_without_an_index(tmp_path: Path) -> None:
+    assert_one_sentence_error(
+        run_cli("search", "anything", "--index", str(tmp_path / "none")), "no index"
+    )
+
+
+def test_index_of_a_missing_path(tmp_path: Path) -> None:
+    result = run_cli("index", str(tmp_path / "missing"), "--index", str(tmp_path / "i"))
+    assert_one_sentence_error(result, "does not exist")
+
+
+def test_unknown_model(tmp_path: Path) -> None:
+    result = run_cli(
+        "index", str(REPO / "samples" / "pdfs"), "--index", str(tmp_path), "--model", "nope/none"
+    )
+    assert_one_sentence_error(result, "unknown model 'nope/none'")
+
+
+def test_unknown_page(built: Path) -> None:
+    result = run_cli("heatmap", "permit", "--page", "0000000000000000-9", "--index", str(built))
+    assert_one_sentence_error(result, "no page '0000000000000000-9'")
+
+
+def test_index_in_use_by_another_process(built: Path) -> None:
+    with Index(built):
+        result = run_cli("search", "permit", "--index", str(built))
+    assert_one_sentence_error(result, "in use by another vdr process")
+
+
+def test_model_mismatch_is_refused(built: Path) -> None:
+    manifest = json.loads((built / "vdr.json").read_text())
+    (built / "vdr.json").write_text(json.dumps({**manifest, "model": "vidore/colqwen2.5-v0.2"}))
+    try:
+        result = run_cli("search", "permit", "--index", str(built), "--model", "textgrid-minilm")
+    finally:
+        (built / "vdr.json").write_text(json.dumps(manifest))
+    assert_one_sentence_error(result, "was built with model 'vidore/colqwen2.5-v0.2'")
+
+
+def test_k_must_be_positive(built: Path) -> None:
+    assert_one_sentence_error(
+        run_cli("search", "permit", "--index", str(built), "-k", "0"), "k must be"
+    )

@@ -1,0 +1,55 @@
+"""Heatmaps: a word's map peaks where the word is printed; overlays keep the page visible."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from conftest import make_pdf
+from PIL import Image
+
+from vdr import Index
+from vdr.encoders.textgrid import TextGridEncoder
+from vdr.heatmap import LEGEND_HEIGHT, overlay
+
+
+def test_query_word_map_peaks_on_the_printed_word(tmp_path: Path, encoder: TextGridEncoder) -> None:
+    del encoder
+    # "volcano" printed once, low on the right; unrelated words elsewhere on the page.
+    pdf = make_pdf(
+        tmp_path / "page.pdf",
+        [
+            [
+                ("Minutes of the parish council meeting", 72, 80, 14),
+                ("Budget for road repairs and street lighting", 72, 300, 12),
+                ("volcano", 420, 700, 14),
+            ]
+        ],
+    )
+    with Index(tmp_path / "index") as index:
+        index.add([pdf])
+        (doc,) = index.documents()
+        page_id = f"{doc.doc_id}-1"
+        maps = index.similarity("volcano", page_id)
+        page = index.page(page_id)
+    rows, cols = page.embedding.grid
+    assert maps.maps.shape == (len(maps.tokens), rows, cols)
+    word = next(w for w in page.words if w.text == "volcano")
+    row, col = np.unravel_index(np.nanargmax(maps.whole_query()), (rows, cols))
+    x0, y0, x1, y1 = word.box
+    assert int(y0 * rows) <= row <= int(y1 * rows)
+    assert int(x0 * cols) <= col <= int(x1 * cols)
+    # Patches without any word hold no value rather than a made-up zero.
+    assert np.isnan(maps.maps).any()
+
+
+def test_overlay_adds_a_legend_and_leaves_empty_patches_unpainted() -> None:
+    page = Image.new("RGB", (200, 300), "white")
+    grid = np.full((3, 2), np.nan, np.float32)
+    grid[0, 0], grid[2, 1] = 0.2, 0.9
+    drawn = overlay(page, grid, title="test")
+    assert drawn.size == (200, 300 + LEGEND_HEIGHT)
+    pixels = np.asarray(drawn)
+    assert (pixels[150, 50] == 255).all()  # patch (1, 0) has no data: page shows through
+    assert not (pixels[20, 20] == 255).all() and not (pixels[280, 180] == 255).all()
+    assert not np.array_equal(pixels[20, 20], pixels[280, 180])  # low and high differ
