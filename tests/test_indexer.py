@@ -231,3 +231,18 @@ def test_sigkill_mid_run_then_rerun_leaves_every_page_once(tmp_path: Path) -> No
         assert index.store.count() == len(expected)
         assert len(index.images.page_ids()) == len(expected)
         assert not list((index_dir / "pages").glob("*.tmp"))
+
+
+def test_qdrant_server_code_path_ranks_like_the_embedded_store(
+    tmp_path: Path, samples: Path
+) -> None:
+    (samples / "scanned_letter.pdf").unlink()  # OCR adds time, not coverage, here
+    query = "monthly solar output chart"
+    with Index(tmp_path / "edge") as embedded:
+        embedded.add([samples])
+        expected = [(h.page_id, round(h.score, 3)) for h in embedded.search(query, k=5)]
+    # qdrant-client's in-process mode stands in for a server: the --qdrant-url code path.
+    with Index(tmp_path / "server", qdrant_url=":memory:") as served:
+        served.add([samples])
+        assert served.qdrant_url == ":memory:" and not (tmp_path / "server" / "qdrant").exists()
+        assert [(h.page_id, round(h.score, 3)) for h in served.search(query, k=5)] == expected

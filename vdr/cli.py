@@ -34,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VdrError as error:
         print(f"vdr {args.command}: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # disk full, permissions, ...: the system's words, no traceback
+        where = f" ('{error.filename}')" if error.filename else ""
+        print(f"vdr {args.command}: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"vdr {args.command}: interrupted", file=sys.stderr)
         return 130
