@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,10 @@ from vdr.pages import Word
 FULL, ROWS, COLS = "full", "rows", "cols"
 # Payload keys that are indexed for filtering.
 KEYWORD_FIELDS = ("doc_id", "doc_path")
+# Payload keys read back for a search hit, and to list documents (vectors and words stay put).
+HIT_FIELDS = ["page_id", "doc_id", "doc_path", "page"]
+DOC_FIELDS = ["doc_id", "doc_path", "n_pages"]
+SCROLL_PAGE = 1000
 _POINT_NAMESPACE = uuid.UUID("0f6c1d52-5a44-4c36-9b1e-3f43f0ad7a10")
 
 
@@ -105,9 +109,13 @@ class Store(ABC):
     def set_doc_path(self, doc_id: str, doc_path: str) -> None:
         """Record that a document now lives at another path (moved or renamed file)."""
 
-    @abstractmethod
     def documents(self) -> list[IndexedDocument]:
         """Every document with at least one page in the store."""
+        return documents_of(list(self._payloads(DOC_FIELDS)))
+
+    @abstractmethod
+    def _payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
+        """These payload fields of every point, scrolled SCROLL_PAGE points at a time."""
 
     @abstractmethod
     def search(

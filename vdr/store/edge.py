@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,14 @@ from qdrant_edge import (
 from vdr.store.base import (
     COLS,
     FULL,
+    HIT_FIELDS,
     KEYWORD_FIELDS,
     ROWS,
+    SCROLL_PAGE,
     Hit,
-    IndexedDocument,
     PageRecord,
     Store,
     StoredPage,
-    documents_of,
     hit_of,
     payload_of,
     point_id_of,
@@ -47,10 +47,6 @@ from vdr.store.base import (
     vectors_of,
 )
 
-# Fields read to list documents; a page's vectors and words stay on disk.
-_DOC_FIELDS = ["doc_id", "doc_path", "n_pages"]
-_HIT_FIELDS = ["page_id", "doc_id", "doc_path", "page"]
-_SCROLL_PAGE = 1000
 # Written by EdgeShard.create: its presence tells an existing shard from an empty folder.
 _CONFIG_FILE = "edge_config.json"
 
@@ -92,18 +88,17 @@ class EdgeStore(Store):
             UpdateOperation.set_payload_by_filter(_doc_filter([doc_id]), {"doc_path": doc_path})
         )
 
-    def documents(self) -> list[IndexedDocument]:
-        payloads: list[dict[str, Any]] = []
+    def _payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
         offset = None
         while True:
             records, offset = self.shard.scroll(
                 ScrollRequest(
-                    limit=_SCROLL_PAGE, offset=offset, with_payload=_DOC_FIELDS, with_vector=False
+                    limit=SCROLL_PAGE, offset=offset, with_payload=fields, with_vector=False
                 )
             )
-            payloads.extend(r.payload for r in records)
+            yield from (r.payload for r in records)
             if offset is None:
-                return documents_of(payloads)
+                return
 
     def search(
         self,
@@ -128,7 +123,7 @@ class EdgeStore(Store):
                 query=Query.Nearest(vectors, using=FULL),
                 filter=where,
                 limit=k,
-                with_payload=_HIT_FIELDS,
+                with_payload=HIT_FIELDS,
                 with_vector=False,
             )
         )

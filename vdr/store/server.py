@@ -7,7 +7,7 @@ qdrant-client's own ":memory:" mode stands in for a server in tests.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,14 +17,14 @@ from vdr.errors import VdrError
 from vdr.store.base import (
     COLS,
     FULL,
+    HIT_FIELDS,
     KEYWORD_FIELDS,
     ROWS,
+    SCROLL_PAGE,
     Hit,
-    IndexedDocument,
     PageRecord,
     Store,
     StoredPage,
-    documents_of,
     hit_of,
     payload_of,
     point_id_of,
@@ -32,9 +32,6 @@ from vdr.store.base import (
     vectors_of,
 )
 
-_DOC_FIELDS = ["doc_id", "doc_path", "n_pages"]
-_HIT_FIELDS = ["page_id", "doc_id", "doc_path", "page"]
-_SCROLL_PAGE = 1000
 DEFAULT_COLLECTION = "vdr"
 
 
@@ -106,20 +103,19 @@ class ServerStore(Store):
             wait=True,
         )
 
-    def documents(self) -> list[IndexedDocument]:
-        payloads: list[dict[str, Any]] = []
+    def _payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
         offset = None
         while True:
             records, offset = self.client.scroll(
                 self.collection,
-                limit=_SCROLL_PAGE,
+                limit=SCROLL_PAGE,
                 offset=offset,
-                with_payload=_DOC_FIELDS,
+                with_payload=fields,
                 with_vectors=False,
             )
-            payloads.extend(r.payload or {} for r in records)
+            yield from (r.payload or {} for r in records)
             if offset is None:
-                return documents_of(payloads)
+                return
 
     def search(
         self,
@@ -145,7 +141,7 @@ class ServerStore(Store):
             using=FULL,
             query_filter=where,
             limit=k,
-            with_payload=_HIT_FIELDS,
+            with_payload=HIT_FIELDS,
             with_vectors=False,
         )
         return [hit_of(p.payload or {}, p.score) for p in response.points]
