@@ -66,18 +66,7 @@ def index_paths(
     roots = [Path(p).expanduser().absolute() for p in paths]
     report = IndexReport()
     indexed = {doc.doc_id: doc for doc in store.documents()}
-
-    current: dict[str, Path] = {}
-    for path in discover(roots):
-        try:
-            doc_id = content_id(path)
-        except OSError as error:
-            report.skipped.append((str(path), f"cannot read the file ({error.strerror})"))
-            continue
-        if doc_id in current:
-            report.duplicates.append((str(path), str(current[doc_id])))
-        else:
-            current[doc_id] = path
+    current = _identify(discover(roots), report)
 
     todo: list[tuple[str, Path, int]] = []
     for doc_id, path in current.items():
@@ -119,6 +108,22 @@ def index_paths(
     report.removed.extend(doc.doc_path for doc in gone)
     images.keep_only({doc.doc_id for doc in store.documents()})
     return report
+
+
+def _identify(paths: list[Path], report: IndexReport) -> dict[str, Path]:
+    """{content id: path} of the files, the first path kept when contents repeat."""
+    current: dict[str, Path] = {}
+    for path in paths:
+        try:
+            doc_id = content_id(path)
+        except OSError as error:
+            report.skipped.append((str(path), f"cannot read the file ({error.strerror})"))
+            continue
+        if doc_id in current:
+            report.duplicates.append((str(path), str(current[doc_id])))
+        else:
+            current[doc_id] = path
+    return current
 
 
 def _index_document(

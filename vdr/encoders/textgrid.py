@@ -66,7 +66,8 @@ class TextGridEncoder(Encoder):
 
     Pages: reads Page.words and Page.size, never the pixels. A page without words gives an
     empty embedding (n = 0).
-    Queries: one vector per word piece; [CLS] and [SEP] are masked out.
+    Queries: one vector per word piece (the first MAX_TOKENS - 2); [CLS] and [SEP] are
+    masked out.
     Vectors are 384-d float32, L2-normalised; computed on `device` (CPU by default).
 
     precision: "fp32", "bf16" (autocast), or "auto": bf16 where the processor does bf16
@@ -101,11 +102,11 @@ class TextGridEncoder(Encoder):
             raise UnknownModel(
                 f"MiniLM at '{model_dir}' lacks weights {loading['missing_keys'][:3]}..."
             )
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
         self.model = model.eval().to(device)
         self.device = device
         self.bf16 = precision == "bf16" or (precision == "auto" and _native_bf16(device))
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
         self.name = NAME
         self.dim = int(self.model.config.hidden_size)
 
@@ -152,12 +153,11 @@ class TextGridEncoder(Encoder):
             )
         return out
 
-    def _inference(self) -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
         device_type = torch.device(self.device).type
-        stack.enter_context(torch.autocast(device_type, torch.bfloat16, enabled=self.bf16))
-        return stack
+        with torch.inference_mode(), torch.autocast(device_type, torch.bfloat16, enabled=self.bf16):
+            yield
 
     def _windows(self, pages: Sequence[Page]) -> Iterator[_Window]:
         """Each block of each page, tokenised and cut at word boundaries into windows."""
