@@ -19,9 +19,9 @@ LEGEND_HEIGHT = 36
 class SimilarityMaps:
     """Per-token maps of one query over one page.
 
-    maps:   [tokens, rows, cols] float32: for each counting query token, its best similarity
-            among the page vectors in each patch; NaN where a patch holds no vector
-    tokens: the counting tokens' strings, aligned with maps
+    maps:   [tokens, rows, cols] float32: for each of the query's word tokens, its best
+            similarity among the page vectors in each patch; NaN where a patch has no vector
+    tokens: those tokens' strings, aligned with maps
     """
 
     maps: np.ndarray
@@ -36,10 +36,11 @@ class SimilarityMaps:
 
 
 def similarity_maps(query: QueryEmbedding, page: PageEmbedding) -> SimilarityMaps:
-    """Token-to-patch maps: [tokens, rows, cols] for the query tokens that count."""
+    """Token-to-patch maps: [tokens, rows, cols] for the query's word tokens."""
     rows, cols = page.grid
-    vectors = query.scoring_vectors()
-    tokens = tuple(t for t, keep in zip(query.tokens, query.mask, strict=True) if keep)
+    words = query.words()
+    vectors = query.vectors[words]
+    tokens = tuple(t for t, keep in zip(query.tokens, words, strict=True) if keep)
     best = np.full((len(vectors), rows * cols), -np.inf, np.float32)
     if len(page.vectors):
         sims = vectors @ page.vectors.T  # [tokens, n]

@@ -47,19 +47,26 @@ class PageEmbedding:
 class QueryEmbedding:
     """A query as one vector per token.
 
-    vectors: [t, dim] float32, L2-normalised
-    tokens:  the t token strings, for heatmap labels
-    mask:    [t] bool; False for tokens that must not count in scoring or heatmaps
-             (special tokens, query prefixes, padding, augmentation tokens)
+    vectors:   [t, dim] float32, L2-normalised
+    tokens:    the t token strings, for heatmap labels
+    mask:      [t] bool; the tokens that count in MaxSim scoring (padding never does; a
+               ColPali-family model's query augmentation tokens do, as in its training)
+    word_mask: [t] bool; the tokens of the query's own words, which get heatmaps (no special,
+               prefix, augmentation or padding tokens); None means the same as mask
     """
 
     vectors: np.ndarray
     tokens: tuple[str, ...]
     mask: np.ndarray
+    word_mask: np.ndarray | None = None
 
     def scoring_vectors(self) -> np.ndarray:
         """[m, dim] float32: the vectors of the tokens that count, m = mask.sum()."""
         return self.vectors[self.mask]
+
+    def words(self) -> np.ndarray:
+        """[t] bool: word_mask, or mask when the encoder makes no difference."""
+        return self.mask if self.word_mask is None else self.word_mask
 
 
 class Encoder(ABC):
