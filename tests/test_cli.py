@@ -154,7 +154,8 @@ def test_unknown_model(tmp_path: Path) -> None:
     result = run_cli(
         "index", str(REPO / "samples" / "pdfs"), "--index", str(tmp_path), "--model", "nope/none"
     )
-    assert_one_sentence_error(result, "unknown model 'nope/none'")
+    assert_one_sentence_error(result, "model 'nope/none' is not a local directory")
+    assert "--model DIR" in result.stderr
 
 
 def test_unknown_page(built: Path) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from vdr.index import Index
 
 DEFAULT_INDEX = ".vdr-index"
+DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +68,25 @@ def _parser() -> argparse.ArgumentParser:
             metavar="URL",
             help="keep vectors in this Qdrant server, not embedded (env VDR_QDRANT_URL)",
         )
+        sub.add_argument(
+            "--device",
+            default=os.environ.get("VDR_DEVICE", "auto"),
+            help="torch device for the encoder: auto (a GPU when there is one), cpu, cuda:0, ...",
+        )
+        sub.add_argument(
+            "--dtype",
+            default=os.environ.get("VDR_DTYPE", "auto"),
+            choices=DTYPES,
+            help="compute dtype: auto is bf16 on a recent GPU (and for MiniLM on CPUs with "
+            "native bf16), fp32 otherwise",
+        )
+        sub.add_argument(
+            "--batch-size",
+            type=int,
+            default=0,
+            metavar="N",
+            help="pages or queries per forward pass of a VLM encoder (default 4)",
+        )
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
@@ -108,6 +128,9 @@ def _open(args: argparse.Namespace, folder: Path | None = None, create: bool = F
         folder or args.index or DEFAULT_INDEX,
         model=args.model,
         qdrant_url=args.qdrant_url,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
         create=create,
     )
 

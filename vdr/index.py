@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from PIL import Image
 
-from vdr.encoders import DEFAULT_MODEL, Encoder, load_encoder
+from vdr.encoders import DEFAULT_MODEL, Encoder, canonical_name, load_encoder
 from vdr.errors import IndexLocked, ModelMismatch, NotFound, VdrError
 from vdr.heatmap import SimilarityMaps, similarity_maps
 from vdr.indexer.pipeline import IndexReport, index_paths
@@ -42,7 +42,7 @@ class Index:
                 recorded is refused.
     qdrant_url: keep the vectors in this Qdrant server instead of the embedded store; an
                 index created with a URL remembers it.
-    device:     torch device for the encoder.
+    device, dtype, batch_size: how the encoder computes (see vdr.encoders.load_encoder).
     create:     make a new index when `path` holds none (otherwise NotFound).
     """
 
@@ -51,7 +51,9 @@ class Index:
         path: str | Path,
         model: str | None = None,
         qdrant_url: str | None = None,
-        device: str = "cpu",
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 0,
         api_key: str | None = None,
         create: bool = True,
     ) -> None:
@@ -59,7 +61,7 @@ class Index:
         if not create and not (self.path / MANIFEST).exists():
             raise NotFound(f"there is no index at '{self.path}'; build one with `vdr index`")
         self.path.mkdir(parents=True, exist_ok=True)
-        self._device = device
+        self._compute = (device, dtype, batch_size)
         self._encoder: Encoder | None = None
         self._lock = _lock(self.path)
         try:
@@ -88,7 +90,7 @@ class Index:
     def encoder(self) -> Encoder:
         """The index's encoder, loaded on first use (listing and page views need none)."""
         if self._encoder is None:
-            self._encoder = load_encoder(self.model, self._device)
+            self._encoder = load_encoder(self.model, *self._compute)
         return self._encoder
 
     # -- writing ----------------------------------------------------------------------------
@@ -160,7 +162,7 @@ class Index:
                 manifest = json.loads(file.read_text())
             except json.JSONDecodeError as error:
                 raise VdrError(f"'{file}' is damaged ({error})") from error
-            if model and model != manifest["model"]:
+            if model and canonical_name(model) != manifest["model"]:
                 raise ModelMismatch(
                     f"the index at '{self.path}' was built with model '{manifest['model']}', "
                     f"not '{model}'; use another --index folder for another model"
@@ -172,7 +174,9 @@ class Index:
                     f"not in {qdrant_url}"
                 )
             return manifest
-        encoder = self._encoder = load_encoder(model or DEFAULT_MODEL, self._device)
+        encoder = self._encoder = load_encoder(
+            canonical_name(model or DEFAULT_MODEL), *self._compute
+        )
         manifest = {
             "format": FORMAT_VERSION,
             "model": encoder.name,

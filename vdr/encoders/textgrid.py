@@ -21,8 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vdr.encoders.base import Encoder, PageEmbedding, QueryEmbedding, l2_normalise
-from vdr.errors import UnknownModel
+from vdr.encoders.base import (
+    Encoder,
+    PageEmbedding,
+    QueryEmbedding,
+    l2_normalise,
+    resolve_device,
+)
+from vdr.errors import UnknownModel, VdrError
 from vdr.pages import Page, Word
 
 NAME = "textgrid-minilm"
@@ -68,18 +74,18 @@ class TextGridEncoder(Encoder):
     empty embedding (n = 0).
     Queries: one vector per word piece (the first MAX_TOKENS - 2); [CLS] and [SEP] are
     masked out.
-    Vectors are 384-d float32, L2-normalised; computed on `device` (CPU by default).
+    Vectors are 384-d float32, L2-normalised, whatever the compute dtype.
 
-    precision: "fp32", "bf16" (autocast), or "auto": bf16 where the processor does bf16
-               matrix products natively (AVX512-BF16/AMX, or a CUDA GPU), else fp32. On this
-               project's AMD EPYC machines bf16 encodes 3x faster; vectors keep cosine
-               >= 0.999 to fp32.
+    device: "auto" (CUDA when available, else CPU) or a torch device string.
+    dtype:  "fp32", "bf16" (autocast), or "auto": bf16 where the processor does bf16 matrix
+            products natively (AVX512-BF16/AMX, or a CUDA GPU), else fp32. On this project's
+            AMD EPYC machines bf16 encodes 3x faster; vectors keep cosine >= 0.999 to fp32.
     """
 
     uses_words = True
 
     def __init__(
-        self, model_dir: str | None = None, device: str = "cpu", precision: str = "auto"
+        self, model_dir: str | None = None, device: str = "auto", dtype: str = "auto"
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -102,11 +108,11 @@ class TextGridEncoder(Encoder):
             raise UnknownModel(
                 f"MiniLM at '{model_dir}' lacks weights {loading['missing_keys'][:3]}..."
             )
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-        self.model = model.eval().to(device)
-        self.device = device
-        self.bf16 = precision == "bf16" or (precision == "auto" and _native_bf16(device))
+        if dtype not in ("auto", "fp32", "bf16"):
+            raise VdrError(f"the default encoder computes in auto, fp32 or bf16, not '{dtype}'")
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.bf16 = dtype == "bf16" or (dtype == "auto" and _native_bf16(self.device))
         self.name = NAME
         self.dim = int(self.model.config.hidden_size)
 
