@@ -25,6 +25,7 @@ from vdr.encoders.base import Encoder
 from vdr.errors import BadDocument
 from vdr.page_images import PageImages
 from vdr.pages import Page
+from vdr.pooling import pool_tokens
 from vdr.store.base import PageRecord, Store
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def index_paths(
     images: PageImages,
     *,
     ocr: bool = True,
+    pool_factor: int = 1,
     progress: bool = True,
 ) -> IndexReport:
     """Index every PDF under `paths`; forget indexed documents under them that are gone.
@@ -61,6 +63,7 @@ def index_paths(
     get_encoder: called only when some page must be encoded, so that a run over an
                  unchanged folder does not pay for loading a model.
     ocr:         read pages without a text layer by OCR when the encoder uses words.
+    pool_factor: keep ~1/pool_factor of each page's vectors (hierarchical token pooling).
     A bad file is recorded in IndexReport.skipped with its reason; the rest go on.
     """
     roots = [Path(p).expanduser().absolute() for p in paths]
@@ -90,7 +93,9 @@ def index_paths(
         ) as bar:
             for doc_id, path, n_pages in todo:
                 try:
-                    _index_document(doc_id, path, n_pages, encoder, store, images, ocr, bar)
+                    _index_document(
+                        doc_id, path, n_pages, encoder, store, images, ocr, pool_factor, bar
+                    )
                 except BadDocument as error:
                     store.delete_documents([doc_id])
                     report.skipped.append((str(path), str(error)))
@@ -134,6 +139,7 @@ def _index_document(
     store: Store,
     images: PageImages,
     ocr: bool,
+    pool_factor: int,
     bar: tqdm,
 ) -> None:
     texts = read_text_layer(path)
@@ -167,7 +173,7 @@ def _index_document(
                     n_pages=n_pages,
                     size=page.size,
                     words=page.words,
-                    embedding=embedding,
+                    embedding=pool_tokens(embedding, pool_factor),
                 )
                 for page_number, page, embedding in zip(
                     range(first, last + 1), pages, encoder.encode_pages(pages), strict=True

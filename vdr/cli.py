@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 DEFAULT_INDEX = ".vdr-index"
 DTYPES = ("auto", "bf16", "fp16", "fp32")
+POOL_HELP = "keep ~1/N of each page's vectors by hierarchical token pooling (new index only)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     index = command("index", "Index the PDFs in folders or files (changed files are re-indexed).")
     index.add_argument("paths", nargs="+", metavar="PATH")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.add_argument("--pool-factor", type=int, metavar="N", help=POOL_HELP)
     index.set_defaults(run=_index)
 
     search = command("search", "Search indexed pages by text.")
@@ -107,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         "eval", "Measure retrieval quality on a labelled set (queries.jsonl, qrels.tsv, pdfs/)."
     )
     evaluate.add_argument("set_dir", metavar="SET_DIR")
+    evaluate.add_argument("--pool-factor", type=int, metavar="N", help=POOL_HELP)
     evaluate.set_defaults(run=_eval)
 
     heatmap = command("heatmap", "Draw where the query matched on a page (PNG).")
@@ -131,6 +134,7 @@ def _open(args: argparse.Namespace, folder: Path | None = None, create: bool = F
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,
+        pool_factor=getattr(args, "pool_factor", None),
         create=create,
     )
 
@@ -199,7 +203,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     set_dir = Path(args.set_dir).expanduser().absolute()
     queries, qrels = load_set(set_dir)
-    with _open(args, args.index or _eval_index_folder(set_dir), create=True) as index:
+    with _open(args, args.index or _eval_index_folder(set_dir, args), create=True) as index:
         report = index.add([set_dir / "pdfs"], progress=not args.json)
         started = time.perf_counter()
         rankings = index.search_many([q.text for q in queries], k=10)
@@ -221,10 +225,12 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_index_folder(set_dir: Path) -> Path:
-    """A cache folder per evaluation set, so repeated evals re-encode nothing."""
+def _eval_index_folder(set_dir: Path, args: argparse.Namespace) -> Path:
+    """A cache folder per evaluation set, model and pool factor, so that repeated evals
+    re-encode nothing."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    tag = hashlib.sha256(str(set_dir).encode()).hexdigest()[:8]
+    key = f"{set_dir}|{args.model or ''}|{args.pool_factor or 1}"
+    tag = hashlib.sha256(key.encode()).hexdigest()[:8]
     return cache / "vdr" / "eval" / f"{set_dir.name}-{tag}"
 
 

@@ -44,8 +44,9 @@ def similarity_maps(query: QueryEmbedding, page: PageEmbedding) -> SimilarityMap
     best = np.full((len(vectors), rows * cols), -np.inf, np.float32)
     if len(page.vectors):
         sims = vectors @ page.vectors.T  # [tokens, n]
+        vector_of, patch_of = page.placements()
         for t in range(len(vectors)):
-            np.maximum.at(best[t], page.patch_index, sims[t])
+            np.maximum.at(best[t], patch_of, sims[t, vector_of])
     best[np.isneginf(best)] = np.nan
     return SimilarityMaps(maps=best.reshape(len(vectors), rows, cols), tokens=tokens)
 

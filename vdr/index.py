@@ -43,6 +43,8 @@ class Index:
     qdrant_url: keep the vectors in this Qdrant server instead of the embedded store; an
                 index created with a URL remembers it.
     device, dtype, batch_size: how the encoder computes (see vdr.encoders.load_encoder).
+    pool_factor: keep ~1/pool_factor of each page's vectors (token pooling); fixed when the
+                index is created (default 1, no pooling), another value is refused later.
     create:     make a new index when `path` holds none (otherwise NotFound).
     """
 
@@ -54,6 +56,7 @@ class Index:
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 0,
+        pool_factor: int | None = None,
         api_key: str | None = None,
         create: bool = True,
     ) -> None:
@@ -65,8 +68,9 @@ class Index:
         self._encoder: Encoder | None = None
         self._lock = _lock(self.path)
         try:
-            manifest = self._manifest(model, qdrant_url)
+            manifest = self._manifest(model, qdrant_url, pool_factor)
             self.model: str = manifest["model"]
+            self.pool_factor: int = manifest["pool_factor"]
             self.qdrant_url: str | None = manifest["qdrant_url"]
             self.store = open_store(self.path / "qdrant", manifest["dim"], self.qdrant_url, api_key)
             self.images = PageImages(self.path / "pages")
@@ -102,6 +106,7 @@ class Index:
             lambda: self.encoder,
             self.store,
             self.images,
+            pool_factor=self.pool_factor,
             progress=progress,
         )
 
@@ -155,7 +160,9 @@ class Index:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _manifest(self, model: str | None, qdrant_url: str | None) -> dict[str, Any]:
+    def _manifest(
+        self, model: str | None, qdrant_url: str | None, pool_factor: int | None
+    ) -> dict[str, Any]:
         file = self.path / MANIFEST
         if file.exists():
             try:
@@ -173,7 +180,14 @@ class Index:
                     f"{'in ' + manifest['qdrant_url'] if manifest['qdrant_url'] else 'embedded'}, "
                     f"not in {qdrant_url}"
                 )
+            if pool_factor is not None and pool_factor != manifest["pool_factor"]:
+                raise VdrError(
+                    f"the index at '{self.path}' pools vectors by {manifest['pool_factor']}, "
+                    f"not {pool_factor}; use another --index folder for another pool factor"
+                )
             return manifest
+        if pool_factor is not None and pool_factor < 1:
+            raise VdrError(f"the pool factor must be at least 1, not {pool_factor}")
         encoder = self._encoder = load_encoder(
             canonical_name(model or DEFAULT_MODEL), *self._compute
         )
@@ -183,6 +197,7 @@ class Index:
             "settings": encoder.settings(),
             "dim": encoder.dim,
             "qdrant_url": qdrant_url,
+            "pool_factor": pool_factor or 1,
         }
         tmp = file.with_suffix(".tmp")
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")

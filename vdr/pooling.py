@@ -19,9 +19,40 @@ def pool_rows_cols(embedding: PageEmbedding) -> tuple[np.ndarray, np.ndarray]:
     in each, so it is still a valid point that scores 0.
     """
     _, cols = embedding.grid
-    row_of = embedding.patch_index // cols
-    col_of = embedding.patch_index % cols
-    return _group_means(embedding.vectors, row_of), _group_means(embedding.vectors, col_of)
+    vector_of, patch_of = embedding.placements()
+    vectors = embedding.vectors[vector_of]
+    return _group_means(vectors, patch_of // cols), _group_means(vectors, patch_of % cols)
+
+
+def pool_tokens(embedding: PageEmbedding, factor: int) -> PageEmbedding:
+    """About n / factor vectors instead of n: colpali-engine's hierarchical token pooling
+    (Ward clustering of the page's vectors, each cluster's normalised mean).
+
+    Every original vector's patch stays covered by its cluster's vector (PageEmbedding.covers),
+    so heatmaps and the row/column first stage still see the whole page. factor <= 1, or a
+    page of fewer than two vectors, is returned unchanged.
+    """
+    n = len(embedding.vectors)
+    if factor <= 1 or n < 2:
+        return embedding
+    import torch
+    from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+
+    pooled = HierarchicalTokenPooler().pool_embeddings(
+        [torch.from_numpy(embedding.vectors)], pool_factor=factor, return_dict=True
+    )
+    clusters = [members[0].numpy() for members in pooled.cluster_id_to_indices[0].values()]
+    clusters = [members for members in clusters if len(members)]  # pooled rows skip empty ones
+    vector_of, patch_of = embedding.placements()
+    cluster_of = np.empty(n, dtype=np.int32)
+    for number, members in enumerate(clusters):
+        cluster_of[members] = number
+    return PageEmbedding(
+        vectors=pooled.pooled_embeddings[0].numpy().astype(np.float32),
+        patch_index=np.array([patch_of[members[0]] for members in clusters], dtype=np.int32),
+        grid=embedding.grid,
+        covers=(cluster_of[vector_of], patch_of.astype(np.int32)),
+    )
 
 
 def _group_means(vectors: np.ndarray, group: np.ndarray) -> np.ndarray:

@@ -24,11 +24,21 @@ class PageEmbedding:
     patch_index: [n] int32, row-major index into the grid of the patch each vector sits in;
                  several vectors may share a patch (text tokens), a VLM has one per patch
     grid:        (rows, cols) of the page's patch grid
+    covers:      after token pooling a vector stands for several patches: (vector [m],
+                 patch [m]) int32 pairs saying which; patch_index then holds one of each
+                 vector's patches. None: each vector covers just its patch_index.
     """
 
     vectors: np.ndarray
     patch_index: np.ndarray
     grid: tuple[int, int]
+    covers: tuple[np.ndarray, np.ndarray] | None = None
+
+    def placements(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vector [m], patch [m]) int pairs: every patch each vector stands for."""
+        if self.covers is None:
+            return np.arange(len(self.vectors)), self.patch_index
+        return self.covers
 
     def __post_init__(self) -> None:
         rows, cols = self.grid
@@ -41,6 +51,12 @@ class PageEmbedding:
             and not 0 <= self.patch_index.min() <= self.patch_index.max() < rows * cols
         ):
             raise ValueError(f"patch_index outside the {rows}x{cols} grid")
+        if self.covers is not None:
+            vector, patch = self.covers
+            if vector.shape != patch.shape or (
+                vector.size and (vector.max() >= len(self.vectors) or patch.max() >= rows * cols)
+            ):
+                raise ValueError("covers pairs do not fit the vectors and the grid")
 
 
 @dataclass(frozen=True)

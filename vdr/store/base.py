@@ -158,6 +158,7 @@ def payload_of(record: PageRecord) -> dict[str, Any]:
         "grid": list(embedding.grid),
         "n_vectors": len(embedding.vectors),
         "patch_index": embedding.patch_index.tolist(),
+        "covers": None if embedding.covers is None else [a.tolist() for a in embedding.covers],
         "words": [[w.text, *(round(v, 5) for v in w.box), w.block] for w in record.words],
     }
 
@@ -179,8 +180,15 @@ def stored_page_of(payload: dict[str, Any], full: Sequence[Sequence[float]]) -> 
             vectors=vectors.reshape(n, -1) if n else np.zeros((0, vectors.shape[-1]), np.float32),
             patch_index=np.asarray(payload["patch_index"], dtype=np.int32),
             grid=(int(payload["grid"][0]), int(payload["grid"][1])),
+            covers=_covers_of(payload.get("covers")),
         ),
     )
+
+
+def _covers_of(pairs: list[list[int]] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    if pairs is None:
+        return None
+    return np.asarray(pairs[0], dtype=np.int32), np.asarray(pairs[1], dtype=np.int32)
 
 
 def hit_of(payload: dict[str, Any], score: float) -> Hit:
