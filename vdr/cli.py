@@ -199,29 +199,18 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vdr.eval import format_table, load_set, query_metrics, summarise
+    from vdr.eval import evaluate, format_table
 
     set_dir = Path(args.set_dir).expanduser().absolute()
-    queries, qrels = load_set(set_dir)
     with _open(args, args.index or _eval_index_folder(set_dir, args), create=True) as index:
-        report = index.add([set_dir / "pdfs"], progress=not args.json)
-        started = time.perf_counter()
-        rankings = index.search_many([q.text for q in queries], k=10)
-        seconds = time.perf_counter() - started
-    per_query, ranks = {}, {}
-    for query, hits in zip(queries, rankings, strict=True):
-        keys = [(Path(h.doc_path).stem, h.page) for h in hits]
-        relevant = qrels.get(query.qid, {})
-        per_query[query.qid] = query_metrics(keys, relevant)
-        ranks[query.qid] = [keys.index(key) + 1 if key in keys else None for key in relevant]
-    summary = summarise(per_query, {q.qid: q.type for q in queries})
-    summary["search_seconds_per_query"] = seconds / max(1, len(queries))
-    summary["skipped"] = report.skipped
+        result = evaluate(index, set_dir, progress=not args.json)
     if args.json:
-        print(json.dumps({**summary, "per_query": per_query, "relevant_ranks": ranks}, indent=1))
+        print(json.dumps(result, indent=1))
     else:
-        print(format_table(summary))
-        print(f"{len(queries)} queries, {seconds / max(1, len(queries)) * 1000:.0f} ms per query")
+        print(format_table(result))
+        print(
+            f"{result['n']} queries, {result['search_seconds_per_query'] * 1000:.0f} ms per query"
+        )
     return 0
 
 

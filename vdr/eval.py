@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vdr.errors import VdrError
+
+if TYPE_CHECKING:
+    from vdr.index import Index
 
 CUTOFFS = (1, 5, 10)
 METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "recall@1", "recall@5", "recall@10", "mrr@10")
@@ -57,6 +62,32 @@ def load_set(folder: Path) -> tuple[list[Query], dict[str, dict[PageKey, int]]]:
                 f"{qrels_file.name} line {number} is not 'qid doc page grade'"
             ) from error
     return queries, dict(qrels)
+
+
+def evaluate(index: Index, set_dir: Path, k: int = 10, progress: bool = False) -> dict:
+    """Index set_dir/pdfs (a no-op when done already), run every query, score the rankings.
+
+    Returns summarise()'s means plus "per_query" metrics, "relevant_ranks" (each relevant
+    page's rank, None when not in the top k), "search_seconds_per_query" and "skipped".
+    """
+    queries, qrels = load_set(set_dir)
+    report = index.add([set_dir / "pdfs"], progress=progress)
+    started = time.perf_counter()
+    rankings = index.search_many([q.text for q in queries], k=k)
+    seconds = time.perf_counter() - started
+    per_query, ranks = {}, {}
+    for query, hits in zip(queries, rankings, strict=True):
+        keys = [(Path(h.doc_path).stem, h.page) for h in hits]
+        relevant = qrels.get(query.qid, {})
+        per_query[query.qid] = query_metrics(keys, relevant)
+        ranks[query.qid] = [keys.index(key) + 1 if key in keys else None for key in relevant]
+    return {
+        **summarise(per_query, {q.qid: q.type for q in queries}),
+        "search_seconds_per_query": seconds / max(1, len(queries)),
+        "skipped": report.skipped,
+        "per_query": per_query,
+        "relevant_ranks": ranks,
+    }
 
 
 def query_metrics(ranking: Sequence[PageKey], relevant: dict[PageKey, int]) -> dict[str, float]:

@@ -133,6 +133,9 @@ class ColPaliEncoder(Encoder):
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         import colpali_engine.models as models
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the CLI draws its own progress bar
 
         self.checkpoint = checkpoint
         self.family = checkpoint.family
@@ -150,6 +153,10 @@ class ColPaliEncoder(Encoder):
                 f"the checkpoint at '{checkpoint.base}' lacks {len(missing)} weights "
                 f"(e.g. {missing[0]}), which would be left random; refusing to use it"
             )
+        if self.family.name == "colpali":
+            # PaliGemma checkpoints do not store lm_head (it shares the input embeddings) and
+            # colpali-engine does not re-tie it, leaving it on the meta device.
+            model.model.tie_weights()
         if checkpoint.adapter is not None:
             from peft import PeftModel
 
@@ -169,8 +176,9 @@ class ColPaliEncoder(Encoder):
         for start in range(0, len(pages), self.batch_size):
             images = [page.image for page in pages[start : start + self.batch_size]]
             batch = self.processor.process_images(images).to(self.device)
+            batch.pop("labels", None)  # PaliGemma's processor adds them; a loss is wasted work
             with torch.inference_mode():
-                states = self.model(**batch).float()  # [B, L, dim], zero on padding
+                states = self.model(**batch).float()  # [B, L, dim]; padding may hold NaN
             for i in range(len(images)):
                 positions, patch_index, grid = self._geometry(batch, i)
                 out.append(
@@ -192,6 +200,10 @@ class ColPaliEncoder(Encoder):
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start : start + self.batch_size])
             batch = self.processor.process_queries(chunk).to(self.device)
+            if self.family.name == "colpali":
+                # Without token types transformers masks padded Gemma batches causally and
+                # unpadded ones bidirectionally: a query would change with its batch.
+                batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
             with torch.inference_mode():
                 states = self.model(**batch).float().cpu().numpy()
             for i in range(len(chunk)):
@@ -215,15 +227,17 @@ class ColPaliEncoder(Encoder):
         ids = batch["input_ids"][i].cpu()
         image_token = self.processor.tokenizer.convert_tokens_to_ids(self.processor.image_token)
         positions = torch.nonzero(ids == image_token).flatten().numpy()
-        if self.family.geometry == "fixed":
-            side = math.isqrt(len(positions))
-            return positions, np.arange(len(positions), dtype=np.int32), (side, side)
+        if self.family.geometry == "tiles":
+            return self._tile_geometry(ids, positions)
         if self.family.geometry == "qwen":
             merge = int(self.processor.image_processor.merge_size)
             _, height, width = (int(v) for v in batch["image_grid_thw"][i])
             grid = (height // merge, width // merge)
-            return positions, np.arange(len(positions), dtype=np.int32), grid
-        return self._tile_geometry(ids, positions)
+        else:
+            side = math.isqrt(len(positions))
+            grid = (side, side)
+        _check_grid(len(positions), grid)
+        return positions, np.arange(len(positions), dtype=np.int32), grid
 
     def _tile_geometry(
         self, ids: torch.Tensor, positions: np.ndarray
@@ -237,6 +251,7 @@ class ColPaliEncoder(Encoder):
         if not tiles:  # the image was not split: one tile, the whole page
             return positions, np.arange(len(positions), dtype=np.int32), (side, side)
         rows, cols = max(r for r, _ in tiles), max(c for _, c in tiles)
+        _check_grid(len(positions), (len(tiles) + 1, per_tile))  # the tiles and the global one
         local = positions[: len(tiles) * per_tile]
         within = np.arange(per_tile)
         patch_index = np.concatenate(
@@ -246,6 +261,16 @@ class ColPaliEncoder(Encoder):
             ]
         ).astype(np.int32)
         return local, patch_index, (rows * side, cols * side)
+
+
+def _check_grid(n_tokens: int, grid: tuple[int, int]) -> None:
+    """Refuse to guess when a processor's image tokens do not fill the grid we derived: a
+    misplaced heatmap is worse than an error."""
+    if n_tokens != grid[0] * grid[1]:
+        raise VdrError(
+            f"the page has {n_tokens} image tokens, which do not fill a {grid[0]}x{grid[1]} "
+            "grid; this checkpoint's processor is not one vdr knows how to place on the page"
+        )
 
 
 def _torch_dtype(dtype: str, device: str) -> torch.dtype:
@@ -259,4 +284,8 @@ def _torch_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def _has_processor(folder: Path | None) -> bool:
-    return folder is not None and (folder / "preprocessor_config.json").exists()
+    """True when an adapter directory ships its own processor files (transformers 4 wrote
+    preprocessor_config.json, transformers 5 writes processor_config.json)."""
+    return folder is not None and any(
+        (folder / name).exists() for name in ("preprocessor_config.json", "processor_config.json")
+    )

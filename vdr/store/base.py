@@ -113,6 +113,10 @@ class Store(ABC):
         """Every document with at least one page in the store."""
         return documents_of(list(self._payloads(DOC_FIELDS)))
 
+    def vector_count(self) -> int:
+        """Multi-vector rows stored across all pages (their full multi-vectors)."""
+        return sum(int(p["n_vectors"]) for p in self._payloads(["n_vectors"]))
+
     @abstractmethod
     def _payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
         """These payload fields of every point, scrolled SCROLL_PAGE points at a time."""
