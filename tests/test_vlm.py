@@ -217,3 +217,18 @@ def test_an_index_refuses_another_model(tiny: Callable[[str], Path], tmp_path: P
         pass
     with pytest.raises(Exception, match="was built with model"):
         Index(tmp_path / "index", model=str(tiny("colqwen2")))
+
+
+@pytest.mark.parametrize("family", ["colqwen2", "colidefics3"])
+def test_pooled_vlm_index_keeps_the_whole_grid_mapped(
+    family: str, tiny: Callable[[str], Path], tmp_path: Path
+) -> None:
+    model = str(tiny(family))
+    with Index(tmp_path / "pooled", model=model, device="cpu", pool_factor=3) as index:
+        index.add([REPO / "samples" / "pdfs" / "solar_report.pdf"])
+        hit = index.search("monthly output chart", k=1)[0]
+        page = index.page(hit.page_id)
+        maps = index.similarity("monthly output chart", hit.page_id)
+    rows, cols = page.embedding.grid
+    assert len(page.embedding.vectors) == rows * cols // 3
+    assert maps.maps.shape[1:] == (rows, cols) and np.isfinite(maps.whole_query()).all()
