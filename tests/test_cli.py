@@ -60,7 +60,8 @@ def test_search_json(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
     hits = json.loads(capsys.readouterr().out)
     assert len(hits) == 3
-    assert set(hits[0]) == {"page_id", "doc_id", "doc_path", "page", "score"}
+    assert set(hits[0]) == {"page_id", "doc_id", "doc_path", "page", "score", "evidence"}
+    assert set(hits[0]["evidence"]) == {"snippet", "words", "boxes"}
     assert Path(hits[0]["doc_path"]).name == "solar_report.pdf" and hits[0]["page"] == 2
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
@@ -183,3 +184,24 @@ def test_k_must_be_positive(built: Path) -> None:
     assert_one_sentence_error(
         run_cli("search", "permit", "--index", str(built), "-k", "0"), "k must be"
     )
+
+
+def test_heatmap_of_one_word_and_of_all_words(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["search", "brake pad replacement", "--index", str(built), "-k", "1", "--json"])
+    page_id = json.loads(capsys.readouterr().out)[0]["page_id"]
+    common = ["--page", page_id, "--index", str(built), "--json"]
+    one, grid = tmp_path / "one.png", tmp_path / "all.png"
+    assert main(["heatmap", "brake pad replacement", *common, "--token", "1", "-o", str(one)]) == 0
+    assert json.loads(capsys.readouterr().out)["words"] == ["brake", "pad", "replacement"]
+    assert (
+        main(["heatmap", "brake pad replacement", *common, "--token", "all", "-o", str(grid)]) == 0
+    )
+    capsys.readouterr()
+    with Image.open(one) as single, Image.open(grid) as sheet:
+        assert sheet.width > single.width / 2 and sheet.width != single.width
+    result = run_cli(
+        "heatmap", "brake pad", "--page", page_id, "--index", str(built), "--token", "7"
+    )
+    assert_one_sentence_error(result, "--token must be 'all' or a word number from 0 to 1")

@@ -15,12 +15,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vdr.errors import VdrError
 
 if TYPE_CHECKING:
     from vdr.index import Index
+    from vdr.store import Hit
 
 DEFAULT_INDEX = ".vdr-index"
 DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -120,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     heatmap.add_argument(
         "-o", "--output", metavar="FILE", help="PNG to write (default heatmap-PAGE_ID.png)"
     )
+    heatmap.add_argument(
+        "--token",
+        metavar="I|all",
+        help="map of the query's word number I, or 'all' for a grid of every word's map "
+        "(default: the whole query, max over its words)",
+    )
     heatmap.set_defaults(run=_heatmap)
     return parser
 
@@ -172,21 +179,7 @@ def _search(args: argparse.Namespace) -> int:
     with _open(args) as index:
         hits = index.search(args.query, k=args.k, doc_ids=args.doc)
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "page_id": h.page_id,
-                        "doc_id": h.doc_id,
-                        "doc_path": h.doc_path,
-                        "page": h.page,
-                        "score": round(h.score, 5),
-                    }
-                    for h in hits
-                ],
-                indent=1,
-            )
-        )
+        print(json.dumps([hit_json(h) for h in hits], indent=1))
         return 0
     if not hits:
         print("no pages found")
@@ -195,7 +188,27 @@ def _search(args: argparse.Namespace) -> int:
             f"{rank:>3}. {hit.score:8.3f}  {Path(hit.doc_path).name} p.{hit.page:<4} "
             f"[{hit.page_id}]"
         )
+        if hit.evidence and hit.evidence.snippet:
+            print(f"       {hit.evidence.snippet}")
     return 0
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    """A hit as JSON: page 1-based, evidence boxes in PDF points from the page's top-left."""
+    out: dict[str, Any] = {
+        "page_id": hit.page_id,
+        "doc_id": hit.doc_id,
+        "doc_path": hit.doc_path,
+        "page": hit.page,
+        "score": round(hit.score, 5),
+    }
+    if hit.evidence is not None:
+        out["evidence"] = {
+            "snippet": hit.evidence.snippet,
+            "words": list(hit.evidence.words),
+            "boxes": [[round(v, 2) for v in box] for box in hit.evidence.boxes],
+        }
+    return out
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -224,32 +237,39 @@ def _eval_index_folder(set_dir: Path, args: argparse.Namespace) -> Path:
 
 
 def _heatmap(args: argparse.Namespace) -> int:
-    from vdr.heatmap import overlay
+    from vdr.heatmap import overlay, overlay_grid
 
     with _open(args) as index:
         maps = index.similarity(args.query, args.page)
-        image = overlay(index.page_image(args.page), maps.whole_query(), title=args.query)
+        page = index.page_image(args.page)
+    word_maps = maps.word_maps()
+    if args.token == "all":
+        image = overlay_grid(page, word_maps, maps.words)
+    elif args.token is None:
+        image = overlay(page, maps.whole_query(), title=args.query)
+    else:
+        number = _token_number(args.token, len(maps.words))
+        image = overlay(page, word_maps[number], title=maps.words[number])
     output = Path(args.output or f"heatmap-{args.page}.png")
     try:
         image.save(output)
     except OSError as error:
         raise VdrError(f"cannot write '{output}' ({error.strerror or error})") from error
+    grid = list(maps.maps.shape[1:])
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "output": str(output),
-                    "tokens": list(maps.tokens),
-                    "grid": list(maps.maps.shape[1:]),
-                }
-            )
-        )
+        print(json.dumps({"output": str(output), "words": list(maps.words), "grid": grid}))
     else:
-        print(
-            f"wrote {output} ({len(maps.tokens)} query tokens over a "
-            f"{maps.maps.shape[1]}x{maps.maps.shape[2]} grid)"
-        )
+        words = ", ".join(f"{i}:{w}" for i, w in enumerate(maps.words))
+        print(f"wrote {output} (query words {words}; {grid[0]}x{grid[1]} patch grid)")
     return 0
+
+
+def _token_number(token: str, n_words: int) -> int:
+    if not token.isdigit() or int(token) >= n_words:
+        raise VdrError(
+            f"--token must be 'all' or a word number from 0 to {n_words - 1}, not {token!r}"
+        )
+    return int(token)
 
 
 if __name__ == "__main__":

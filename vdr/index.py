@@ -130,9 +130,11 @@ class Index:
         k: int = 10,
         doc_ids: Sequence[str] | None = None,
         candidates: int | None = DEFAULT_CANDIDATES,
+        evidence: bool = True,
     ) -> list[Hit]:
-        """Top k pages for `query`, best first (see vdr.search.search_many)."""
-        return self.search_many([query], k, doc_ids, candidates)[0]
+        """Top k pages for `query`, best first, each with its evidence unless asked not to
+        (see vdr.search.search_many)."""
+        return self.search_many([query], k, doc_ids, candidates, evidence)[0]
 
     def search_many(
         self,
@@ -140,8 +142,9 @@ class Index:
         k: int = 10,
         doc_ids: Sequence[str] | None = None,
         candidates: int | None = DEFAULT_CANDIDATES,
+        evidence: bool = False,
     ) -> list[list[Hit]]:
-        return search_many(self.encoder, self.store, queries, k, doc_ids, candidates)
+        return search_many(self.encoder, self.store, queries, k, doc_ids, candidates, evidence)
 
     def page(self, page_id: str) -> StoredPage:
         """A page's record with its full multi-vector."""

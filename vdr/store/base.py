@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vdr.encoders.base import PageEmbedding
+from vdr.evidence import Evidence
 from vdr.pages import Word
 
 FULL, ROWS, COLS = "full", "rows", "cols"
@@ -71,13 +72,17 @@ class StoredPage:
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked page. score: MaxSim of the query against the page's full multi-vector."""
+    """One ranked page. score: MaxSim of the query against the page's full multi-vector.
+
+    evidence: the page words that matched, when the search was asked for them.
+    """
 
     page_id: str
     doc_id: str
     doc_path: str
     page: int
     score: float
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True)
