@@ -232,3 +232,30 @@ def test_pooled_vlm_index_keeps_the_whole_grid_mapped(
     rows, cols = page.embedding.grid
     assert len(page.embedding.vectors) == rows * cols // 3
     assert maps.maps.shape[1:] == (rows, cols) and np.isfinite(maps.whole_query()).all()
+
+
+@pytest.mark.parametrize("family", BUILDERS)
+def test_patch_vectors_that_see_a_printed_word_sit_on_it(
+    family: str, tiny: Callable[[str], Path]
+) -> None:
+    """Geometry and orientation: draw a word low on the right of a portrait page; the vectors
+    that change most (vs the blank page) must sit on the patches covering the word."""
+    from PIL import ImageDraw, ImageFont
+
+    encoder = encoder_for(tiny(family))
+    blank = Image.new("RGB", (600, 800), "white")
+    printed = blank.copy()
+    box = (360, 560, 560, 640)  # pixels: x0, y0, x1, y1
+    draw = ImageDraw.Draw(printed)
+    draw.rectangle(box, fill="black")  # a heavy "word": tiny random models see contrast, not text
+    draw.text((370, 580), "VOLCANO", fill="white", font=ImageFont.load_default(size=40))
+    plain, marked = encoder.encode_pages(
+        [Page(image=img, words=(), size=(450.0, 600.0)) for img in (blank, printed)]
+    )
+    rows, cols = marked.grid
+    change = np.linalg.norm(marked.vectors - plain.vectors, axis=1)
+    patch = int(marked.patch_index[change.argmax()])
+    row, col = divmod(patch, cols)
+    # The patch's area on the page (as fractions) overlaps the word's box.
+    assert row / rows < box[3] / 800 and (row + 1) / rows > box[1] / 800
+    assert col / cols < box[2] / 600 and (col + 1) / cols > box[0] / 600
