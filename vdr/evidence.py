@@ -68,17 +68,22 @@ def find_evidence(
     )
 
 
-def _words_at(words: tuple[Word, ...], row: int, col: int, rows: int, cols: int) -> list[int]:
-    """Indices of the words whose boxes overlap patch (row, col); the nearest word if none."""
+def words_on_patch(words: tuple[Word, ...], row: int, col: int, rows: int, cols: int) -> list[int]:
+    """Indices of the words whose boxes overlap patch (row, col) of a rows x cols grid."""
     x0, y0, x1, y1 = col / cols, row / rows, (col + 1) / cols, (row + 1) / rows
-    hits = [
+    return [
         i
         for i, w in enumerate(words)
         if w.box[0] < x1 and w.box[2] > x0 and w.box[1] < y1 and w.box[3] > y0
     ]
+
+
+def _words_at(words: tuple[Word, ...], row: int, col: int, rows: int, cols: int) -> list[int]:
+    """words_on_patch, or the word nearest to the patch when none overlaps it."""
+    hits = words_on_patch(words, row, col, rows, cols)
     if hits:
         return hits
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    cx, cy = (col + 0.5) / cols, (row + 0.5) / rows
     distance = [
         (max(w.box[0] - cx, 0, cx - w.box[2]) ** 2 + max(w.box[1] - cy, 0, cy - w.box[3]) ** 2, i)
         for i, w in enumerate(words)

@@ -183,6 +183,7 @@ class Index:
                     f"{'in ' + manifest['qdrant_url'] if manifest['qdrant_url'] else 'embedded'}, "
                     f"not in {qdrant_url}"
                 )
+            manifest.setdefault("pool_factor", 1)  # indexes made before pooling existed
             if pool_factor is not None and pool_factor != manifest["pool_factor"]:
                 raise VdrError(
                     f"the index at '{self.path}' pools vectors by {manifest['pool_factor']}, "
