@@ -19,8 +19,10 @@ from safetensors.torch import load_file, save_file
 from vdr import Index
 from vdr.cli import main
 from vdr.encoders import load_encoder
+from vdr.encoders.base import QueryEmbedding
 from vdr.encoders.colpali import ColPaliEncoder, MissingWeights
 from vdr.errors import UnknownModel
+from vdr.heatmap import similarity_maps
 from vdr.pages import Page
 
 BUILDERS: dict[str, Callable[[str, Path], Path]] = {
@@ -259,3 +261,9 @@ def test_patch_vectors_that_see_a_printed_word_sit_on_it(
     # The patch's area on the page (as fractions) overlaps the word's box.
     assert row / rows < box[3] / 800 and (row + 1) / rows > box[1] / 800
     assert col / cols < box[2] / 600 and (col + 1) / cols > box[0] / 600
+    # A heatmap for a query "word" that is that vector peaks on that very patch.
+    probe = marked.vectors[change.argmax()][None]
+    query = QueryEmbedding(probe, ("volcano",), np.ones(1, dtype=bool))
+    maps = similarity_maps(query, marked)
+    assert maps.maps.shape == (1, rows, cols)
+    assert np.unravel_index(np.nanargmax(maps.whole_query()), (rows, cols)) == (row, col)
