@@ -128,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the whole query, max over its words)",
     )
     heatmap.set_defaults(run=_heatmap)
+
+    serve = command("serve", "Serve the search API and web page for an index.")
+    serve.add_argument("--host", default=os.environ.get("VDR_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("VDR_PORT", "8000")))
+    serve.add_argument(
+        "--max-upload-mb", type=int, default=100, metavar="MB", help="largest PDF upload accepted"
+    )
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -261,6 +269,19 @@ def _heatmap(args: argparse.Namespace) -> int:
     else:
         words = ", ".join(f"{i}:{w}" for i, w in enumerate(maps.words))
         print(f"wrote {output} (query words {words}; {grid[0]}x{grid[1]} patch grid)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from vdr.server.app import create_app
+
+    with _open(args, create=True) as index:
+        index.encoder  # load the model now, not on the first search  # noqa: B018
+        app = create_app(index, os.environ.get("VDR_API_KEY"), args.max_upload_mb)
+        print(f"vdr serving {index.path} on http://{args.host}:{args.port}", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -56,10 +56,15 @@ class SimilarityMaps:
         )
 
 
+def map_tokens(query: QueryEmbedding) -> np.ndarray:
+    """[t] bool: the tokens that get a map: the query's word tokens, less punctuation."""
+    return query.words() & np.array([not _is_punctuation(t) for t in query.tokens], dtype=bool)
+
+
 def similarity_maps(query: QueryEmbedding, page: PageEmbedding) -> SimilarityMaps:
     """Token-to-patch maps [tokens, rows, cols] of the query's word tokens over the page grid."""
     rows, cols = page.grid
-    keep = query.words() & np.array([not _is_punctuation(t) for t in query.tokens], dtype=bool)
+    keep = map_tokens(query)
     vectors = query.vectors[keep]
     tokens = tuple(t for t, k in zip(query.tokens, keep, strict=True) if k)
     best = np.full((len(vectors), rows * cols), -np.inf, np.float32)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from vdr.encoders import DEFAULT_MODEL, Encoder, canonical_name, load_encoder
 from vdr.errors import IndexLocked, ModelMismatch, NotFound, VdrError
-from vdr.heatmap import SimilarityMaps, similarity_maps
+from vdr.heatmap import SimilarityMaps, group_word_pieces, map_tokens, similarity_maps
 from vdr.indexer.pipeline import IndexReport, index_paths
 from vdr.page_images import PageImages
 from vdr.search import DEFAULT_CANDIDATES, search_many
@@ -155,6 +155,14 @@ class Index:
 
     def page_image(self, page_id: str) -> Image.Image:
         return self.images.load(page_id)
+
+    def query_words(self, query: str) -> tuple[str, ...]:
+        """The query's words as heatmaps label them (word pieces joined, no special tokens)."""
+        embedding = self.encoder.encode_queries([query])[0]
+        tokens = [
+            t for t, keep in zip(embedding.tokens, map_tokens(embedding), strict=True) if keep
+        ]
+        return group_word_pieces(tokens)[0]
 
     def similarity(self, query: str, page_id: str) -> SimilarityMaps:
         """Per-token maps [tokens, rows, cols] of `query` over the page's patch grid."""

@@ -1,0 +1,279 @@
+"""The HTTP API and web page over one open Index (see `vdr serve`).
+
+Searches run in FastAPI's worker threads alongside each other; writes (uploads, deletes) are
+serialised by a lock and never block searches: the embedded store answers queries while it
+is being written to. Every route but /healthz requires the API key when one is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from vdr.errors import BadDocument, NotFound, VdrError
+from vdr.heatmap import overlay
+from vdr.index import Index
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_QUERY_CHARS = 1000
+MAX_K = 100
+DEFAULT_MAX_UPLOAD_MB = 100
+_PAGE_ID = re.compile(r"^[0-9a-f]{16}-[0-9]{1,6}$")
+_DOC_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    doc: str | None = Field(default=None, description="restrict to this document id")
+
+
+class EvidenceOut(BaseModel):
+    snippet: str
+    words: list[str]
+    boxes: list[list[float]] = Field(description="(x0, y0, x1, y1) in PDF points, from top-left")
+
+
+class ResultOut(BaseModel):
+    page_id: str
+    doc_id: str
+    doc_path: str
+    page: int = Field(description="1-based page number")
+    score: float
+    image_url: str
+    heatmap_url: str
+    evidence: EvidenceOut | None = None
+
+
+class SearchResponse(BaseModel):
+    query: str
+    words: list[str] = Field(description="the query's words, as heatmap tokens")
+    took_ms: float
+    results: list[ResultOut]
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    doc_path: str
+    pages: int
+
+
+class SimilarityOut(BaseModel):
+    tokens: list[str]
+    words: list[str]
+    word_of: list[int] = Field(description="for each token, the index of its word")
+    grid: list[int] = Field(description="(rows, cols) of the page's patch grid")
+    maps: list[list[list[float | None]]] = Field(description="[tokens][rows][cols]; null: empty")
+
+
+class StatsOut(BaseModel):
+    documents: int
+    pages: int
+    vectors: int
+    model: str
+    store: str
+    pool_factor: int
+
+
+def create_app(
+    index: Index, api_key: str | None = None, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
+) -> FastAPI:
+    """A FastAPI app serving `index`, which stays open for the app's lifetime."""
+    app = FastAPI(title="vdr", description="Visual-document retrieval over PDFs", version="0.1.0")
+    writing = threading.Lock()
+    uploads = index.path / "uploads"
+
+    def require_key(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
+        if not given or not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "a valid API key is required (X-API-Key header)")
+
+    guarded = [Depends(require_key)]
+
+    @app.exception_handler(VdrError)
+    def vdr_error(_: Request, error: VdrError) -> JSONResponse:
+        status = (
+            404 if isinstance(error, NotFound) else 422 if isinstance(error, BadDocument) else 400
+        )
+        return JSONResponse({"detail": str(error)}, status_code=status)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/stats", dependencies=guarded)
+    def stats() -> StatsOut:
+        return StatsOut(
+            documents=len(index.documents()),
+            pages=index.store.count(),
+            vectors=index.store.vector_count(),
+            model=index.model,
+            store=index.qdrant_url or "embedded",
+            pool_factor=index.pool_factor,
+        )
+
+    @app.post("/search", dependencies=guarded)
+    def search(request: SearchRequest) -> SearchResponse:
+        if not request.query.strip():
+            raise HTTPException(422, "the query is blank")
+        if request.doc is not None:
+            _check_id(request.doc, _DOC_ID, "document")
+        started = time.perf_counter()
+        hits = index.search(
+            request.query, k=request.k, doc_ids=[request.doc] if request.doc else None
+        )
+        took = (time.perf_counter() - started) * 1000
+        words = list(index.query_words(request.query))
+        return SearchResponse(
+            query=request.query,
+            words=words,
+            took_ms=round(took, 2),
+            results=[_result(hit, request.query) for hit in hits],
+        )
+
+    @app.get("/pages/{page_id}/image", dependencies=guarded, response_class=Response)
+    def page_image(
+        page_id: str, width: Annotated[int | None, Query(ge=16, le=4000)] = None
+    ) -> Response:
+        _check_id(page_id, _PAGE_ID, "page")
+        image = index.page_image(page_id)
+        if width and width < image.width:
+            image = image.resize((width, round(image.height * width / image.width)))
+        return _image_response(image, "JPEG")
+
+    @app.get("/pages/{page_id}/heatmap", dependencies=guarded, response_class=Response)
+    def heatmap(
+        page_id: str,
+        query: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
+        token: Annotated[
+            int | None, Query(ge=0, description="word number; none: whole query")
+        ] = None,
+        width: Annotated[int | None, Query(ge=16, le=4000)] = None,
+    ) -> Response:
+        _check_id(page_id, _PAGE_ID, "page")
+        maps = index.similarity(query, page_id)
+        if token is not None and token >= len(maps.words):
+            raise HTTPException(
+                422, f"token must be below {len(maps.words)}, the query's word count"
+            )
+        grid_map = maps.whole_query() if token is None else maps.word_maps()[token]
+        image = index.page_image(page_id)
+        if width and width < image.width:
+            image = image.resize((width, round(image.height * width / image.width)))
+        title = query if token is None else maps.words[token]
+        return _image_response(overlay(image, grid_map, title=title), "PNG")
+
+    @app.get("/pages/{page_id}/similarity", dependencies=guarded)
+    def similarity(
+        page_id: str, query: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)]
+    ) -> SimilarityOut:
+        _check_id(page_id, _PAGE_ID, "page")
+        maps = index.similarity(query, page_id)
+        values = np.round(maps.maps.astype(np.float64), 4)
+        return SimilarityOut(
+            tokens=list(maps.tokens),
+            words=list(maps.words),
+            word_of=list(maps.word_of),
+            grid=list(maps.maps.shape[1:]),
+            maps=np.where(np.isfinite(values), values, None).tolist(),
+        )
+
+    @app.get("/documents", dependencies=guarded)
+    def documents() -> list[DocumentOut]:
+        return [
+            DocumentOut(doc_id=d.doc_id, doc_path=d.doc_path, pages=d.n_pages)
+            for d in index.documents()
+        ]
+
+    @app.post("/documents", dependencies=guarded, status_code=201)
+    def upload(file: Annotated[UploadFile, File(description="a PDF")]) -> DocumentOut:
+        data = file.file.read(max_upload_mb * 2**20 + 1)
+        if len(data) > max_upload_mb * 2**20:
+            raise HTTPException(413, f"the upload exceeds {max_upload_mb} MB")
+        name = Path(file.filename or "upload.pdf").name or "upload.pdf"
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        uploads.mkdir(exist_ok=True)
+        target = uploads / f"{digest}-{_safe_name(name)}"
+        target.write_bytes(data)
+        with writing:
+            report = index.add([target])
+        if report.skipped:
+            target.unlink(missing_ok=True)
+            raise HTTPException(422, f"'{name}' cannot be indexed: {report.skipped[0][1]}")
+        doc = next(d for d in index.documents() if d.doc_id == digest)
+        if doc.doc_path != str(target):  # the same content was indexed already, elsewhere
+            target.unlink(missing_ok=True)
+        return DocumentOut(doc_id=doc.doc_id, doc_path=doc.doc_path, pages=doc.n_pages)
+
+    @app.delete("/documents/{doc_id}", dependencies=guarded)
+    def delete(doc_id: str) -> dict[str, str]:
+        _check_id(doc_id, _DOC_ID, "document")
+        with writing:
+            doomed = [d for d in index.documents() if d.doc_id == doc_id]
+            index.remove([doc_id])
+        for doc in doomed:  # an uploaded file goes with its document
+            path = Path(doc.doc_path)
+            if path.parent == uploads:
+                path.unlink(missing_ok=True)
+        return {"deleted": doc_id}
+
+    def _result(hit: Any, query: str) -> ResultOut:
+        evidence = hit.evidence
+        return ResultOut(
+            page_id=hit.page_id,
+            doc_id=hit.doc_id,
+            doc_path=hit.doc_path,
+            page=hit.page,
+            score=round(hit.score, 5),
+            image_url=f"/pages/{hit.page_id}/image",
+            heatmap_url=f"/pages/{hit.page_id}/heatmap?{urlencode({'query': query})}",
+            evidence=None
+            if evidence is None
+            else EvidenceOut(
+                snippet=evidence.snippet,
+                words=list(evidence.words),
+                boxes=[[round(v, 2) for v in box] for box in evidence.boxes],
+            ),
+        )
+
+    return app
+
+
+def _check_id(value: str, pattern: re.Pattern[str], kind: str) -> None:
+    if not pattern.fullmatch(value):
+        raise HTTPException(404, f"'{value[:80]}' is not a {kind} id")
+
+
+def _bearer(header: str | None) -> str | None:
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100] or "upload.pdf"
+
+
+def _image_response(image: Any, kind: str) -> Response:
+    buffer = io.BytesIO()
+    image.save(buffer, format=kind, **({"quality": 85} if kind == "JPEG" else {}))
+    media = "image/jpeg" if kind == "JPEG" else "image/png"
+    return Response(buffer.getvalue(), media_type=media, headers={"Cache-Control": "no-store"})
