@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Uploa
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from vdr.errors import BadDocument, NotFound, VdrError
+from vdr.errors import NotFound, VdrError
 from vdr.heatmap import overlay
 from vdr.index import Index
 
@@ -78,6 +78,23 @@ class SimilarityOut(BaseModel):
     maps: list[list[list[float | None]]] = Field(description="[tokens][rows][cols]; null: empty")
 
 
+class ErrorOut(BaseModel):
+    detail: str | list[Any] = Field(description="what was wrong with the request")
+
+
+_ERROR_TEXT = {
+    401: "a valid API key is required",
+    404: "no such page or document (or not a valid id)",
+    413: "the upload is too large",
+    422: "the request is malformed or the input cannot be used",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI descriptions of the error answers a route gives (401 on every guarded one)."""
+    return {code: {"model": ErrorOut, "description": _ERROR_TEXT[code]} for code in (401, *codes)}
+
+
 class StatsOut(BaseModel):
     documents: int
     pages: int
@@ -106,9 +123,8 @@ def create_app(
 
     @app.exception_handler(VdrError)
     def vdr_error(_: Request, error: VdrError) -> JSONResponse:
-        status = (
-            404 if isinstance(error, NotFound) else 422 if isinstance(error, BadDocument) else 400
-        )
+        # Well-formed input the library cannot use (a query with no words, a corrupt PDF): 422.
+        status = 404 if isinstance(error, NotFound) else 422
         return JSONResponse({"detail": str(error)}, status_code=status)
 
     @app.get("/healthz")
@@ -119,7 +135,7 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/stats", dependencies=guarded)
+    @app.get("/stats", dependencies=guarded, responses=_errors())
     def stats() -> StatsOut:
         return StatsOut(
             documents=len(index.documents()),
@@ -130,7 +146,7 @@ def create_app(
             pool_factor=index.pool_factor,
         )
 
-    @app.post("/search", dependencies=guarded)
+    @app.post("/search", dependencies=guarded, responses=_errors(404, 422))
     def search(request: SearchRequest) -> SearchResponse:
         if not request.query.strip():
             raise HTTPException(422, "the query is blank")
@@ -149,7 +165,12 @@ def create_app(
             results=[_result(hit, request.query) for hit in hits],
         )
 
-    @app.get("/pages/{page_id}/image", dependencies=guarded, response_class=Response)
+    @app.get(
+        "/pages/{page_id}/image",
+        dependencies=guarded,
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, **_errors(404, 422)},
+    )
     def page_image(
         page_id: str, width: Annotated[int | None, Query(ge=16, le=4000)] = None
     ) -> Response:
@@ -159,7 +180,12 @@ def create_app(
             image = image.resize((width, round(image.height * width / image.width)))
         return _image_response(image, "JPEG")
 
-    @app.get("/pages/{page_id}/heatmap", dependencies=guarded, response_class=Response)
+    @app.get(
+        "/pages/{page_id}/heatmap",
+        dependencies=guarded,
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, **_errors(404, 422)},
+    )
     def heatmap(
         page_id: str,
         query: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
@@ -181,7 +207,7 @@ def create_app(
         title = query if token is None else maps.words[token]
         return _image_response(overlay(image, grid_map, title=title), "PNG")
 
-    @app.get("/pages/{page_id}/similarity", dependencies=guarded)
+    @app.get("/pages/{page_id}/similarity", dependencies=guarded, responses=_errors(404, 422))
     def similarity(
         page_id: str, query: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)]
     ) -> SimilarityOut:
@@ -196,14 +222,14 @@ def create_app(
             maps=np.where(np.isfinite(values), values, None).tolist(),
         )
 
-    @app.get("/documents", dependencies=guarded)
+    @app.get("/documents", dependencies=guarded, responses=_errors())
     def documents() -> list[DocumentOut]:
         return [
             DocumentOut(doc_id=d.doc_id, doc_path=d.doc_path, pages=d.n_pages)
             for d in index.documents()
         ]
 
-    @app.post("/documents", dependencies=guarded, status_code=201)
+    @app.post("/documents", dependencies=guarded, status_code=201, responses=_errors(413, 422))
     def upload(file: Annotated[UploadFile, File(description="a PDF")]) -> DocumentOut:
         data = file.file.read(max_upload_mb * 2**20 + 1)
         if len(data) > max_upload_mb * 2**20:
@@ -223,7 +249,7 @@ def create_app(
             target.unlink(missing_ok=True)
         return DocumentOut(doc_id=doc.doc_id, doc_path=doc.doc_path, pages=doc.n_pages)
 
-    @app.delete("/documents/{doc_id}", dependencies=guarded)
+    @app.delete("/documents/{doc_id}", dependencies=guarded, responses=_errors(404, 422))
     def delete(doc_id: str) -> dict[str, str]:
         _check_id(doc_id, _DOC_ID, "document")
         with writing:
