@@ -15,10 +15,14 @@ setup: $(STAMP)
 # colpali-engine with --no-deps because it pins torch<2.14 (its runtime deps are ours, in
 # pyproject.toml); then the project itself with its dev extras.
 $(STAMP): pyproject.toml Makefile
-	@command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null || { \
-	  echo "installing poppler-utils"; \
+	@missing=""; \
+	command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null || missing="poppler-utils"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (poppler renders PDFs; chromium runs the browser test)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq poppler-utils; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from index_throughput import DEFAULT_PDFS, machine
-
 from vdr import Index
 from vdr.encoders import DEFAULT_MODEL
 from vdr.eval import load_set
 from vdr.evidence import words_on_patch
 from vdr.pages import Word
+
+from index_throughput import DEFAULT_PDFS, machine
 
 STOPWORDS = frozenset(
     {

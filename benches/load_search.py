@@ -25,12 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import SAMPLES, running_server
-from index_throughput import DEFAULT_PDFS, machine
-from vdr.server.app import create_app
-
 from vdr import Index
 from vdr.eval import load_set
+from vdr.server.app import create_app
+
+from conftest import SAMPLES, running_server
+from index_throughput import DEFAULT_PDFS, machine
 
 
 def client_loop(

@@ -17,11 +17,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from index_throughput import DEFAULT_PDFS, machine
-
 from vdr import Index
 from vdr.encoders import DEFAULT_MODEL
 from vdr.eval import evaluate
+
+from index_throughput import DEFAULT_PDFS, machine
 
 
 def folder_mb(folder: Path) -> float:

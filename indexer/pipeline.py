@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
-from vdr.indexer.discover import content_id, discover, is_under
-from vdr.indexer.ocr import OCR_DPI, ocr_words
-from vdr.indexer.pdf import check_pdf, read_text_layer, render_pages
 
 from vdr.encoders.base import Encoder
 from vdr.errors import BadDocument
+from vdr.indexer.discover import content_id, discover, is_under
+from vdr.indexer.ocr import OCR_DPI, ocr_words
+from vdr.indexer.pdf import check_pdf, read_text_layer, render_pages
 from vdr.page_images import PageImages
 from vdr.pages import Page
 from vdr.pooling import pool_tokens

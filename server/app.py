@@ -44,6 +44,7 @@ class EvidenceOut(BaseModel):
     snippet: str
     words: list[str]
     boxes: list[list[float]] = Field(description="(x0, y0, x1, y1) in PDF points, from top-left")
+    size: list[float] = Field(description="(width, height) of the page in PDF points")
 
 
 class ResultOut(BaseModel):
@@ -230,12 +231,20 @@ def create_app(
         ]
 
     @app.post("/documents", dependencies=guarded, status_code=201, responses=_errors(413, 422))
-    def upload(file: Annotated[UploadFile, File(description="a PDF")]) -> DocumentOut:
+    def upload(
+        file: Annotated[UploadFile, File(description="a PDF")], response: Response
+    ) -> DocumentOut:
+        """Index an uploaded PDF before answering: 201, or 200 when its content is indexed
+        already."""
         data = file.file.read(max_upload_mb * 2**20 + 1)
         if len(data) > max_upload_mb * 2**20:
             raise HTTPException(413, f"the upload exceeds {max_upload_mb} MB")
         name = Path(file.filename or "upload.pdf").name or "upload.pdf"
         digest = hashlib.sha256(data).hexdigest()[:16]
+        known = [d for d in index.documents() if d.doc_id == digest]
+        if known:  # already indexed (perhaps from its own folder): keep it where it is
+            response.status_code = 200
+            return DocumentOut(doc_id=digest, doc_path=known[0].doc_path, pages=known[0].n_pages)
         uploads.mkdir(exist_ok=True)
         target = uploads / f"{digest}-{_safe_name(name)}"
         target.write_bytes(data)
@@ -245,8 +254,6 @@ def create_app(
             target.unlink(missing_ok=True)
             raise HTTPException(422, f"'{name}' cannot be indexed: {report.skipped[0][1]}")
         doc = next(d for d in index.documents() if d.doc_id == digest)
-        if doc.doc_path != str(target):  # the same content was indexed already, elsewhere
-            target.unlink(missing_ok=True)
         return DocumentOut(doc_id=doc.doc_id, doc_path=doc.doc_path, pages=doc.n_pages)
 
     @app.delete("/documents/{doc_id}", dependencies=guarded, responses=_errors(404, 422))
@@ -277,6 +284,7 @@ def create_app(
                 snippet=evidence.snippet,
                 words=list(evidence.words),
                 boxes=[[round(v, 2) for v in box] for box in evidence.boxes],
+                size=[round(v, 2) for v in evidence.size],
             ),
         )
 

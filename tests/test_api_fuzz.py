@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from conftest import SAMPLES
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from vdr.server.app import create_app
 
 from vdr import Index
 from vdr.encoders.textgrid import TextGridEncoder
+from vdr.server.app import create_app
+
+from conftest import SAMPLES
 
 EXAMPLES_PER_OPERATION = 25
 

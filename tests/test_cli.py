@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 from PIL import Image
 
 from vdr import Index
 from vdr.cli import main
 from vdr.encoders.textgrid import TextGridEncoder
+
+from conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_search_json(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hits = json.loads(capsys.readouterr().out)
     assert len(hits) == 3
     assert set(hits[0]) == {"page_id", "doc_id", "doc_path", "page", "score", "evidence"}
-    assert set(hits[0]["evidence"]) == {"snippet", "words", "boxes"}
+    assert set(hits[0]["evidence"]) == {"snippet", "words", "boxes", "size"}
     assert Path(hits[0]["doc_path"]).name == "solar_report.pdf" and hits[0]["page"] == 2
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import make_pdf
 
 from vdr import Index
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.evidence import find_evidence
 from vdr.heatmap import SimilarityMaps
 from vdr.pages import Word
+
+from conftest import make_pdf
 
 LINES = [
     "Every rooftop installation was preceded by a structural survey of the roof.",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import make_pdf
 from PIL import Image
 
 from vdr import Index
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.heatmap import overlay
+
+from conftest import make_pdf
 
 
 def test_query_word_map_peaks_on_the_printed_word(tmp_path: Path, encoder: TextGridEncoder) -> None:

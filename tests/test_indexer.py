@@ -12,15 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEV_SET, REPO, make_pdf, rasterise
 from reportlab.lib.pdfencrypt import StandardEncryption
 from reportlab.pdfgen.canvas import Canvas
-from vdr.indexer.pipeline import index_paths
 
 from vdr import Index
 from vdr.encoders.textgrid import TextGridEncoder
+from vdr.indexer.pipeline import index_paths
 from vdr.page_images import PageImages
 from vdr.store import Store
+
+from conftest import DEV_SET, REPO, make_pdf, rasterise
 
 
 @pytest.fixture()

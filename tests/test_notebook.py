@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import nbformat
-from conftest import REPO
 from nbclient import NotebookClient
+
+from conftest import REPO
 
 
 def test_heatmap_notebook_runs_and_draws() -> None:

@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from vdr.encoders.textgrid import TextGridEncoder
+
+from conftest import REPO
 
 
 def test_readme_python_example(

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SAMPLES, make_pdf, running_server
 from PIL import Image
-from vdr.server.app import create_app
 
 from vdr import Index
 from vdr.encoders.textgrid import TextGridEncoder
+from vdr.server.app import create_app
+
+from conftest import SAMPLES, make_pdf, running_server
 
 API_KEY = "s3cret-key"
 
@@ -170,3 +171,13 @@ def test_api_key_guards_every_route_but_health(index: Index) -> None:
         assert ok.status_code == 200 and ok.json()["results"]
         bearer = client.get("/stats", headers={"Authorization": f"Bearer {API_KEY}"})
         assert bearer.status_code == 200 and json.loads(bearer.text)["pages"] == 6
+
+
+def test_uploading_indexed_content_keeps_the_document_where_it_is(api: httpx.Client) -> None:
+    original = SAMPLES / "solar_report.pdf"
+    response = api.post(
+        "/documents", files={"file": ("copy.pdf", original.read_bytes(), "application/pdf")}
+    )
+    assert response.status_code == 200
+    assert response.json()["doc_path"] == str(original) and response.json()["pages"] == 3
+    assert api.get("/stats").json()["documents"] == 3

@@ -9,10 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_models
-import tiny_models_idefics
 import torch
-from conftest import REPO
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -24,6 +21,10 @@ from vdr.encoders.colpali import ColPaliEncoder, MissingWeights
 from vdr.errors import UnknownModel
 from vdr.heatmap import similarity_maps
 from vdr.pages import Page
+
+import tiny_models
+import tiny_models_idefics
+from conftest import REPO
 
 BUILDERS: dict[str, Callable[[str, Path], Path]] = {
     **dict.fromkeys(tiny_models.FAMILIES, tiny_models.build_tiny_model),

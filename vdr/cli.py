@@ -215,6 +215,7 @@ def hit_json(hit: Hit) -> dict[str, Any]:
             "snippet": hit.evidence.snippet,
             "words": list(hit.evidence.words),
             "boxes": [[round(v, 2) for v in box] for box in hit.evidence.boxes],
+            "size": [round(v, 2) for v in hit.evidence.size],
         }
     return out
 

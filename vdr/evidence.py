@@ -31,11 +31,13 @@ class Evidence:
     snippet: the matched words with a few words of context, passages joined by " … "
     boxes:   (x0, y0, x1, y1) of each matched word in PDF points, origin at the top-left
     words:   the matched page words, in reading order
+    size:    (width, height) of the page in points: the frame of the boxes
     """
 
     snippet: str
     boxes: tuple[tuple[float, float, float, float], ...]
     words: tuple[str, ...]
+    size: tuple[float, float]
 
 
 def find_evidence(
@@ -48,7 +50,7 @@ def find_evidence(
     """
     word_maps = maps.word_maps()
     if not words or not len(word_maps) or not np.isfinite(word_maps).any():
-        return Evidence(snippet="", boxes=(), words=())
+        return Evidence(snippet="", boxes=(), words=(), size=size)
     rows, cols = word_maps.shape[1:]
     filled = np.where(np.isfinite(word_maps), word_maps, -np.inf).reshape(len(word_maps), -1)
     best_patch, best_score = filled.argmax(axis=1), filled.max(axis=1)
@@ -64,7 +66,10 @@ def find_evidence(
         for w in (words[i] for i in order)
     )
     return Evidence(
-        snippet=_snippet(words, order), boxes=boxes, words=tuple(words[i].text for i in order)
+        snippet=_snippet(words, order),
+        boxes=boxes,
+        words=tuple(words[i].text for i in order),
+        size=size,
     )
 
 
