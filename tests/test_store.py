@@ -168,3 +168,19 @@ def test_non_finite_vectors_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="finite"):
         store.upsert([record])
     assert store.count() == 0
+
+
+def test_cached_pages_follow_writes(filled: tuple[Store, list[PageRecord], np.ndarray]) -> None:
+    store, records, _ = filled
+    first = store.get_page(records[0].page_id)
+    assert first is not None and store.get_page(records[0].page_id) is first  # served from cache
+    replacement = random_record(np.random.default_rng(9), records[0].doc_id, records[0].page)
+    store.upsert([replacement])
+    again = store.get_page(records[0].page_id)
+    assert again is not None
+    np.testing.assert_allclose(again.embedding.vectors, replacement.embedding.vectors, atol=1e-6)
+    store.set_doc_path(records[0].doc_id, "/moved.pdf")
+    moved = store.get_page(records[0].page_id)
+    assert moved is not None and moved.doc_path == "/moved.pdf"
+    store.delete_documents([records[0].doc_id])
+    assert store.get_page(records[0].page_id) is None

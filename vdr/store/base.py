@@ -8,9 +8,11 @@ A point is one page:
 
 from __future__ import annotations
 
+import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ KEYWORD_FIELDS = ("doc_id", "doc_path")
 HIT_FIELDS = ["page_id", "doc_id", "doc_path", "page"]
 DOC_FIELDS = ["doc_id", "doc_path", "n_pages"]
 SCROLL_PAGE = 1000
+# Pages whose arrays get_page keeps: ~0.5-0.8 MB each, so ~100 MB at most.
+PAGE_CACHE_SIZE = 128
 _POINT_NAMESPACE = uuid.UUID("0f6c1d52-5a44-4c36-9b1e-3f43f0ad7a10")
 
 
@@ -100,19 +104,64 @@ class IndexedDocument:
 
 
 class Store(ABC):
-    """Pages in a Qdrant collection (embedded Qdrant Edge, or a Qdrant server)."""
+    """Pages in a Qdrant collection (embedded Qdrant Edge, or a Qdrant server).
 
-    @abstractmethod
+    Pages read with get_page are kept in a small cache (evidence and heatmaps read the same
+    result pages again and again, and turning a page's vectors into arrays costs more than the
+    search); every write through the store forgets what it changes.
+    """
+
+    def __init__(self) -> None:
+        self._pages: OrderedDict[str, StoredPage] = OrderedDict()
+        self._pages_lock = threading.Lock()
+
     def upsert(self, records: Sequence[PageRecord]) -> None:
         """Insert or replace pages (same page id -> same point), durably on return."""
+        self._upsert(records)
+        written = {r.page_id for r in records}
+        self._forget(lambda page: page.page_id in written)
 
-    @abstractmethod
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Remove every page of these documents."""
+        if doc_ids:
+            self._delete_documents(doc_ids)
+            self._forget(lambda page: page.doc_id in doc_ids)
 
-    @abstractmethod
     def set_doc_path(self, doc_id: str, doc_path: str) -> None:
         """Record that a document now lives at another path (moved or renamed file)."""
+        self._set_doc_path(doc_id, doc_path)
+        self._forget(lambda page: page.doc_id == doc_id)
+
+    def get_page(self, page_id: str) -> StoredPage | None:
+        """A page with its full multi-vector, or None."""
+        with self._pages_lock:
+            if page_id in self._pages:
+                self._pages.move_to_end(page_id)
+                return self._pages[page_id]
+        page = self._fetch_page(page_id)
+        if page is not None:
+            with self._pages_lock:
+                self._pages[page_id] = page
+                while len(self._pages) > PAGE_CACHE_SIZE:
+                    self._pages.popitem(last=False)
+        return page
+
+    def _forget(self, stale: Callable[[StoredPage], bool]) -> None:
+        with self._pages_lock:
+            for page_id in [k for k, page in self._pages.items() if stale(page)]:
+                del self._pages[page_id]
+
+    @abstractmethod
+    def _upsert(self, records: Sequence[PageRecord]) -> None: ...
+
+    @abstractmethod
+    def _delete_documents(self, doc_ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def _set_doc_path(self, doc_id: str, doc_path: str) -> None: ...
+
+    @abstractmethod
+    def _fetch_page(self, page_id: str) -> StoredPage | None: ...
 
     def documents(self) -> list[IndexedDocument]:
         """Every document with at least one page in the store."""
@@ -140,10 +189,6 @@ class Store(ABC):
                     vector kind); None scores every page exactly (slow, for checks).
         doc_ids:    restrict to these documents.
         """
-
-    @abstractmethod
-    def get_page(self, page_id: str) -> StoredPage | None:
-        """A page with its full multi-vector, or None."""
 
     @abstractmethod
     def count(self) -> int:

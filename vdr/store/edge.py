@@ -59,6 +59,7 @@ class EdgeStore(Store):
     """
 
     def __init__(self, folder: Path, dim: int) -> None:
+        super().__init__()
         self.folder = folder
         if (folder / _CONFIG_FILE).exists():
             self.shard = EdgeShard.load(str(folder))
@@ -70,7 +71,7 @@ class EdgeStore(Store):
                     UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword)
                 )
 
-    def upsert(self, records: Sequence[PageRecord]) -> None:
+    def _upsert(self, records: Sequence[PageRecord]) -> None:
         points = [
             Point(id=point_id_of(r.page_id), vector=vectors_of(r.embedding), payload=payload_of(r))
             for r in records
@@ -79,11 +80,10 @@ class EdgeStore(Store):
         # on every write would cost ~0.1-0.2 s; close() flushes).
         self.shard.update(UpdateOperation.upsert_points(points))
 
-    def delete_documents(self, doc_ids: Sequence[str]) -> None:
-        if doc_ids:
-            self.shard.update(UpdateOperation.delete_points_by_filter(_doc_filter(doc_ids)))
+    def _delete_documents(self, doc_ids: Sequence[str]) -> None:
+        self.shard.update(UpdateOperation.delete_points_by_filter(_doc_filter(doc_ids)))
 
-    def set_doc_path(self, doc_id: str, doc_path: str) -> None:
+    def _set_doc_path(self, doc_id: str, doc_path: str) -> None:
         self.shard.update(
             UpdateOperation.set_payload_by_filter(_doc_filter([doc_id]), {"doc_path": doc_path})
         )
@@ -129,7 +129,7 @@ class EdgeStore(Store):
         )
         return [hit_of(p.payload, p.score) for p in points]
 
-    def get_page(self, page_id: str) -> StoredPage | None:
+    def _fetch_page(self, page_id: str) -> StoredPage | None:
         records = self.shard.retrieve([point_id_of(page_id)], True, [FULL])
         if not records:
             return None

@@ -41,6 +41,7 @@ class ServerStore(Store):
     def __init__(
         self, url: str, dim: int, collection: str = DEFAULT_COLLECTION, api_key: str | None = None
     ) -> None:
+        super().__init__()
         self.collection = collection
         try:
             if url == ":memory:":
@@ -76,7 +77,7 @@ class ServerStore(Store):
                     self.collection, field, field_schema=models.PayloadSchemaType.KEYWORD
                 )
 
-    def upsert(self, records: Sequence[PageRecord]) -> None:
+    def _upsert(self, records: Sequence[PageRecord]) -> None:
         points = [
             models.PointStruct(
                 id=point_id_of(r.page_id),
@@ -87,15 +88,14 @@ class ServerStore(Store):
         ]
         self.client.upsert(self.collection, points=points, wait=True)
 
-    def delete_documents(self, doc_ids: Sequence[str]) -> None:
-        if doc_ids:
-            self.client.delete(
-                self.collection,
-                points_selector=models.FilterSelector(filter=_doc_filter(doc_ids)),
-                wait=True,
-            )
+    def _delete_documents(self, doc_ids: Sequence[str]) -> None:
+        self.client.delete(
+            self.collection,
+            points_selector=models.FilterSelector(filter=_doc_filter(doc_ids)),
+            wait=True,
+        )
 
-    def set_doc_path(self, doc_id: str, doc_path: str) -> None:
+    def _set_doc_path(self, doc_id: str, doc_path: str) -> None:
         self.client.set_payload(
             self.collection,
             payload={"doc_path": doc_path},
@@ -146,7 +146,7 @@ class ServerStore(Store):
         )
         return [hit_of(p.payload or {}, p.score) for p in response.points]
 
-    def get_page(self, page_id: str) -> StoredPage | None:
+    def _fetch_page(self, page_id: str) -> StoredPage | None:
         records = self.client.retrieve(
             self.collection, ids=[point_id_of(page_id)], with_payload=True, with_vectors=[FULL]
         )
