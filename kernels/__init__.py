@@ -1,6 +1,11 @@
 """MaxSim scoring kernels (imported as vdr.kernels).
 
-Exact late-interaction scoring lives in the store for now: Qdrant reranks the first stage's
-candidates by MaxSim. This package is where the Triton kernel (GPU) and the fastest exact CPU
-path take over that rerank.
+maxsim_reference: plain torch, the ground truth. maxsim_triton: the Triton kernel for CUDA
+tensors (or CPU tensors under TRITON_INTERPRET=1). Search still reranks with Qdrant's own
+exact MaxSim; the CPU path and the GPU rerank stage that use these come next.
 """
+
+from vdr.kernels.reference import maxsim_reference
+from vdr.kernels.triton_maxsim import TopDocuments, maxsim_triton, top_documents
+
+__all__ = ["TopDocuments", "maxsim_reference", "maxsim_triton", "top_documents"]
