@@ -150,6 +150,7 @@ def _open(args: argparse.Namespace, folder: Path | None = None, create: bool = F
         dtype=args.dtype,
         batch_size=args.batch_size,
         pool_factor=getattr(args, "pool_factor", None),
+        qdrant_api_key=os.environ.get("VDR_QDRANT_API_KEY"),
         create=create,
     )
 

@@ -41,7 +41,7 @@ class Index:
                 with (or the default encoder for a new index). Another model than the one
                 recorded is refused.
     qdrant_url: keep the vectors in this Qdrant server instead of the embedded store; an
-                index created with a URL remembers it.
+                index created with a URL remembers it. qdrant_api_key: that server's key.
     device, dtype, batch_size: how the encoder computes (see vdr.encoders.load_encoder).
     pool_factor: keep ~1/pool_factor of each page's vectors (token pooling); fixed when the
                 index is created (default 1, no pooling), another value is refused later.
@@ -57,7 +57,7 @@ class Index:
         dtype: str = "auto",
         batch_size: int = 0,
         pool_factor: int | None = None,
-        api_key: str | None = None,
+        qdrant_api_key: str | None = None,
         create: bool = True,
     ) -> None:
         self.path = Path(path).expanduser().absolute()
@@ -72,7 +72,9 @@ class Index:
             self.model: str = manifest["model"]
             self.pool_factor: int = manifest["pool_factor"]
             self.qdrant_url: str | None = manifest["qdrant_url"]
-            self.store = open_store(self.path / "qdrant", manifest["dim"], self.qdrant_url, api_key)
+            self.store = open_store(
+                self.path / "qdrant", manifest["dim"], self.qdrant_url, qdrant_api_key
+            )
             self.images = PageImages(self.path / "pages")
         except BaseException:
             self._lock.close()
