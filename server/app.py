@@ -176,10 +176,7 @@ def create_app(
         page_id: str, width: Annotated[int | None, Query(ge=16, le=4000)] = None
     ) -> Response:
         _check_id(page_id, _PAGE_ID, "page")
-        image = index.page_image(page_id)
-        if width and width < image.width:
-            image = image.resize((width, round(image.height * width / image.width)))
-        return _image_response(image, "JPEG")
+        return _image_response(_narrowed(index.page_image(page_id), width), "JPEG")
 
     @app.get(
         "/pages/{page_id}/heatmap",
@@ -202,9 +199,7 @@ def create_app(
                 422, f"token must be below {len(maps.words)}, the query's word count"
             )
         grid_map = maps.whole_query() if token is None else maps.word_maps()[token]
-        image = index.page_image(page_id)
-        if width and width < image.width:
-            image = image.resize((width, round(image.height * width / image.width)))
+        image = _narrowed(index.page_image(page_id), width)
         title = query if token is None else maps.words[token]
         return _image_response(overlay(image, grid_map, title=title), "PNG")
 
@@ -304,6 +299,13 @@ def _bearer(header: str | None) -> str | None:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100] or "upload.pdf"
+
+
+def _narrowed(image: Any, width: int | None) -> Any:
+    """The image scaled down to `width` pixels (aspect kept); never scaled up."""
+    if width and width < image.width:
+        return image.resize((width, round(image.height * width / image.width)))
+    return image
 
 
 def _image_response(image: Any, kind: str) -> Response:
