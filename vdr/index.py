@@ -15,13 +15,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from PIL import Image
 
-from vdr.encoders import DEFAULT_MODEL, Encoder, canonical_name, load_encoder
+from vdr.encoders import DEFAULT_MODEL, Encoder, QueryEmbedding, canonical_name, load_encoder
 from vdr.errors import IndexLocked, ModelMismatch, NotFound, VdrError
 from vdr.heatmap import SimilarityMaps, group_word_pieces, map_tokens, similarity_maps
 from vdr.indexer.pipeline import IndexReport, index_paths
@@ -30,6 +32,8 @@ from vdr.search import DEFAULT_CANDIDATES, search_many
 from vdr.store import Hit, IndexedDocument, StoredPage, open_store
 
 MANIFEST = "vdr.json"
+# Query encodings kept per open index (a few KB each).
+QUERY_CACHE_SIZE = 256
 FORMAT_VERSION = 1
 
 
@@ -66,6 +70,8 @@ class Index:
         self.path.mkdir(parents=True, exist_ok=True)
         self._compute = (device, dtype, batch_size)
         self._encoder: Encoder | None = None
+        self._queries: OrderedDict[str, QueryEmbedding] = OrderedDict()
+        self._queries_lock = threading.Lock()
         self._lock = _lock(self.path)
         try:
             manifest = self._manifest(model, qdrant_url, pool_factor)
@@ -146,7 +152,9 @@ class Index:
         candidates: int | None = DEFAULT_CANDIDATES,
         evidence: bool = False,
     ) -> list[list[Hit]]:
-        return search_many(self.encoder, self.store, queries, k, doc_ids, candidates, evidence)
+        return search_many(
+            self.embed_queries, self.store, queries, k, doc_ids, candidates, evidence
+        )
 
     def page(self, page_id: str) -> StoredPage:
         """A page's record with its full multi-vector."""
@@ -158,9 +166,25 @@ class Index:
     def page_image(self, page_id: str) -> Image.Image:
         return self.images.load(page_id)
 
+    def embed_queries(self, queries: Sequence[str]) -> list[QueryEmbedding]:
+        """The encoder's QueryEmbeddings, remembered for the last QUERY_CACHE_SIZE texts: a
+        search, its word labels and every heatmap of its results reuse one encoding."""
+        with self._queries_lock:
+            found = {q: self._queries[q] for q in queries if q in self._queries}
+        missing = list(dict.fromkeys(q for q in queries if q not in found))
+        if missing:
+            found.update(zip(missing, self.encoder.encode_queries(missing), strict=True))
+        with self._queries_lock:
+            for query in queries:
+                self._queries[query] = found[query]
+                self._queries.move_to_end(query)
+            while len(self._queries) > QUERY_CACHE_SIZE:
+                self._queries.popitem(last=False)
+        return [found[q] for q in queries]
+
     def query_words(self, query: str) -> tuple[str, ...]:
         """The query's words as heatmaps label them (word pieces joined, no special tokens)."""
-        embedding = self.encoder.encode_queries([query])[0]
+        (embedding,) = self.embed_queries([query])
         tokens = [
             t for t, keep in zip(embedding.tokens, map_tokens(embedding), strict=True) if keep
         ]
@@ -169,7 +193,7 @@ class Index:
     def similarity(self, query: str, page_id: str) -> SimilarityMaps:
         """Per-token maps [tokens, rows, cols] of `query` over the page's patch grid."""
         page = self.page(page_id)  # an unknown page fails before a model is loaded
-        return similarity_maps(self.encoder.encode_queries([query])[0], page.embedding)
+        return similarity_maps(self.embed_queries([query])[0], page.embedding)
 
     # -- internals --------------------------------------------------------------------------
 

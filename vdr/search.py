@@ -3,10 +3,10 @@ optionally the evidence on each page."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from vdr.encoders.base import Encoder, QueryEmbedding
+from vdr.encoders.base import QueryEmbedding
 from vdr.errors import VdrError
 from vdr.evidence import find_evidence
 from vdr.heatmap import similarity_maps
@@ -20,7 +20,7 @@ QUERY_BATCH = 64
 
 
 def search_many(
-    encoder: Encoder,
+    embed: Callable[[Sequence[str]], list[QueryEmbedding]],
     store: Store,
     queries: Sequence[str],
     k: int = 10,
@@ -30,6 +30,7 @@ def search_many(
 ) -> list[list[Hit]]:
     """Top k pages for each query, best first.
 
+    embed:      texts -> their QueryEmbeddings (an encoder's encode_queries, or a cache of it).
     candidates: first-stage pool size (None: score every page exactly, for checks).
     doc_ids:    restrict to these documents.
     evidence:   attach each hit's Evidence (reads each hit's full multi-vector: ~k lookups).
@@ -39,7 +40,7 @@ def search_many(
     results = []
     for start in range(0, len(queries), QUERY_BATCH):
         batch = queries[start : start + QUERY_BATCH]
-        for text, embedding in zip(batch, encoder.encode_queries(batch), strict=True):
+        for text, embedding in zip(batch, embed(batch), strict=True):
             vectors = embedding.scoring_vectors()
             if not len(vectors):
                 raise VdrError(f"the query {text!r} has no words to search for")
