@@ -86,6 +86,7 @@ def index_paths(
         except BadDocument as error:
             report.skipped.append((str(path), str(error)))
 
+    held = set(indexed)  # the documents the store holds, kept up to date below
     if todo:
         encoder = get_encoder()
         with tqdm(
@@ -98,8 +99,10 @@ def index_paths(
                     )
                 except BadDocument as error:
                     store.delete_documents([doc_id])
+                    held.discard(doc_id)
                     report.skipped.append((str(path), str(error)))
                     continue
+                held.add(doc_id)
                 report.added.append(str(path))
                 report.pages_encoded += n_pages
 
@@ -111,7 +114,7 @@ def index_paths(
     store.delete_documents([doc.doc_id for doc in gone])
     images.delete_documents(doc.doc_id for doc in gone)
     report.removed.extend(doc.doc_path for doc in gone)
-    images.keep_only({doc.doc_id for doc in store.documents()})
+    images.keep_only(held - {doc.doc_id for doc in gone})
     return report
 
 
