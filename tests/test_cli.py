@@ -69,6 +69,22 @@ def test_search_json(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert all(isinstance(h["page"], int) and h["page"] >= 1 for h in hits)
 
 
+def test_search_gives_the_same_results_whichever_rerank_runs(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = {}
+    for rerank in ("qdrant", "vdr"):
+        query = ["search", "quarterly generation per site", "--index", str(built), "--json"]
+        assert main([*query, "--rerank", rerank]) == 0
+        results[rerank] = json.loads(capsys.readouterr().out)
+    by_qdrant, by_vdr = results["qdrant"], results["vdr"]
+    assert len(by_vdr) == 6  # every sample page
+    assert [h["page_id"] for h in by_vdr] == [h["page_id"] for h in by_qdrant]
+    for ours, theirs in zip(by_vdr, by_qdrant, strict=True):
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)
+        assert ours["evidence"] == theirs["evidence"]
+
+
 def test_search_restricted_to_a_document(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with Index(built) as index:
         bike = next(

@@ -22,11 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
+from test_store import DIM, check_rerank_paths_agree
 from torch import Tensor
 
 from vdr.kernels import reference, triton_maxsim
 from vdr.kernels.reference import maxsim_reference
 from vdr.kernels.triton_maxsim import MAX_BLOCK_Q, maxsim_triton, top_documents
+from vdr.store.edge import EdgeStore
+from vdr.store.resident import ResidentVectors
 
 pytest.importorskip("triton")
 
@@ -260,3 +263,13 @@ def test_docstring_examples(module: object) -> None:
     # kernels/ is outside the suite's doctest paths, so its examples run here.
     result = doctest.testmod(module, raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_search_reranked_by_the_kernel_matches_qdrant(device: torch.device, tmp_path: Path) -> None:
+    """The rerank stage on our kernel gives Qdrant's own results (same pages, same order, scores
+    within 1e-4), Qdrant Edge's vectors held on `device`."""
+    store = EdgeStore(tmp_path / "qdrant", DIM)
+    try:
+        check_rerank_paths_agree(store, ResidentVectors(device, scorer=maxsim_triton))
+    finally:
+        store.close()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 import pytest
+import torch
 
 from vdr.encoders.base import PageEmbedding
 from vdr.pages import Word
-from vdr.store import PageRecord, Store
+from vdr.store import Hit, PageRecord, Store
+from vdr.store.resident import ResidentVectors
 
 DIM = 384
 GRID = (6, 5)
@@ -184,3 +189,67 @@ def test_cached_pages_follow_writes(filled: tuple[Store, list[PageRecord], np.nd
     assert moved is not None and moved.doc_path == "/moved.pdf"
     store.delete_documents([records[0].doc_id])
     assert store.get_page(records[0].page_id) is None
+
+
+def searched_both_ways(
+    store: Store, resident: ResidentVectors, query: np.ndarray, **search: Any
+) -> tuple[list[Hit], list[Hit]]:
+    """The same search reranked by Qdrant and by our kernel on `resident`."""
+    store.resident = None
+    by_qdrant = store.search(query, **search)
+    store.resident = resident
+    return by_qdrant, store.search(query, **search)
+
+
+def assert_same_results(by_qdrant: list[Hit], by_vdr: list[Hit]) -> None:
+    """Same pages in the same order (with their paths), scores within 1e-4."""
+    assert [(h.page_id, h.doc_path) for h in by_vdr] == [(h.page_id, h.doc_path) for h in by_qdrant]
+    np.testing.assert_allclose(
+        [h.score for h in by_vdr], [h.score for h in by_qdrant], rtol=0, atol=1e-4
+    )
+
+
+def rerank_records(rng: np.random.Generator) -> list[PageRecord]:
+    """40 pages of 1 to 60 vectors (one-vector pages often have only negative similarities)
+    and a blank page."""
+    pages = [
+        random_record(rng, doc, page, n_pages=10, n=int(rng.integers(1, 61)))
+        for doc in ("aaaa", "bbbb", "cccc", "dddd")
+        for page in range(1, 11)
+    ]
+    blank = random_record(rng, "eeee", 1, n_pages=1, n=1)
+    empty = PageEmbedding(np.zeros((0, DIM), np.float32), np.zeros(0, np.int32), GRID)
+    return [*pages, replace(blank, embedding=empty)]
+
+
+def check_rerank_paths_agree(store: Store, resident: ResidentVectors) -> None:
+    """Qdrant's rerank and ours give identical results, before and after the store changes."""
+    rng = np.random.default_rng(7)
+    records = rerank_records(rng)
+    store.upsert(records[:30])
+    store.keep_resident(resident)
+    queries = [rng.standard_normal((m, DIM)).astype(np.float32) for m in (1, 3, 12)]
+    searches: list[dict[str, Any]] = [
+        {"k": 10, "candidates": 8},
+        {"k": 5, "candidates": None},
+        {"k": 41, "candidates": None},
+        {"k": 6, "candidates": 20, "doc_ids": ["bbbb", "cccc"]},
+    ]
+
+    def compare() -> None:
+        for query in queries:
+            for search in searches:
+                assert_same_results(*searched_both_ways(store, resident, query, **search))
+
+    compare()
+    store.upsert(records[30:])  # new pages, and the blank one
+    replaced = random_record(rng, "aaaa", 1, n_pages=10, n=25)
+    store.upsert([replaced])
+    store.delete_documents(["cccc"])
+    store.set_doc_path("aaaa", "/moved/aaaa.pdf")
+    assert len(resident) == store.count() == 31
+    compare()
+
+
+def test_our_rerank_gives_qdrants_results(store: Store) -> None:
+    check_rerank_paths_agree(store, ResidentVectors(torch.device("cpu")))

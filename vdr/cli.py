@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 DEFAULT_INDEX = ".vdr-index"
 DTYPES = ("auto", "bf16", "fp16", "fp32")
+RERANKS = ("auto", "qdrant", "vdr")
 POOL_HELP = "keep ~1/N of each page's vectors by hierarchical token pooling (new index only)"
 
 
@@ -81,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
             choices=DTYPES,
             help="compute dtype: auto is bf16 on a recent GPU (and for MiniLM on CPUs with "
             "native bf16), fp32 otherwise",
+        )
+        sub.add_argument(
+            "--rerank",
+            default=os.environ.get("VDR_RERANK", "auto"),
+            choices=RERANKS,
+            help="exact rerank: qdrant (its own), vdr (our MaxSim kernel on page vectors held "
+            "in memory), auto (vdr on a GPU they fit on, qdrant on a CPU)",
         )
         sub.add_argument(
             "--batch-size",
@@ -152,6 +160,7 @@ def _open(args: argparse.Namespace, folder: Path | None = None, create: bool = F
         pool_factor=getattr(args, "pool_factor", None),
         qdrant_api_key=os.environ.get("VDR_QDRANT_API_KEY"),
         create=create,
+        rerank=args.rerank,
     )
 
 

@@ -21,20 +21,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
 from PIL import Image
 
 from vdr.encoders import DEFAULT_MODEL, Encoder, QueryEmbedding, canonical_name, load_encoder
+from vdr.encoders.base import resolve_device
 from vdr.errors import IndexLocked, ModelMismatch, NotFound, VdrError
 from vdr.heatmap import SimilarityMaps, group_word_pieces, map_tokens, similarity_maps
 from vdr.indexer.pipeline import IndexReport, index_paths
 from vdr.page_images import PageImages
 from vdr.search import DEFAULT_CANDIDATES, search_many
 from vdr.store import Hit, IndexedDocument, StoredPage, open_store
+from vdr.store.resident import ResidentVectors
 
 MANIFEST = "vdr.json"
 # Query encodings kept per open index (a few KB each).
 QUERY_CACHE_SIZE = 256
 FORMAT_VERSION = 1
+# Share of free GPU memory the resident page vectors may take before auto falls back to Qdrant.
+GPU_RESIDENT_SHARE = 0.5
 
 
 class Index:
@@ -50,6 +55,9 @@ class Index:
     pool_factor: keep ~1/pool_factor of each page's vectors (token pooling); fixed when the
                 index is created (default 1, no pooling), another value is refused later.
     create:     make a new index when `path` holds none (otherwise NotFound).
+    rerank:     who reranks the first stage's candidates exactly: "qdrant" (Qdrant's own, next
+                to its storage), "vdr" (our MaxSim kernels on every page's vectors kept in
+                `device` memory, read in on the first search), or "auto" (see choose_rerank).
     """
 
     def __init__(
@@ -63,12 +71,18 @@ class Index:
         pool_factor: int | None = None,
         qdrant_api_key: str | None = None,
         create: bool = True,
+        rerank: str = "auto",
     ) -> None:
+        if rerank not in ("auto", "qdrant", "vdr"):
+            raise VdrError(f"rerank must be auto, qdrant or vdr, not {rerank!r}")
         self.path = Path(path).expanduser().absolute()
         if not create and not (self.path / MANIFEST).exists():
             raise NotFound(f"there is no index at '{self.path}'; build one with `vdr index`")
         self.path.mkdir(parents=True, exist_ok=True)
         self._compute = (device, dtype, batch_size)
+        self.rerank = rerank
+        self._rerank_ready = False
+        self._rerank_lock = threading.Lock()
         self._encoder: Encoder | None = None
         self._queries: OrderedDict[str, QueryEmbedding] = OrderedDict()
         self._queries_lock = threading.Lock()
@@ -78,6 +92,7 @@ class Index:
             self.model: str = manifest["model"]
             self.pool_factor: int = manifest["pool_factor"]
             self.qdrant_url: str | None = manifest["qdrant_url"]
+            self._dim: int = manifest["dim"]
             self.store = open_store(
                 self.path / "qdrant", manifest["dim"], self.qdrant_url, qdrant_api_key
             )
@@ -152,6 +167,7 @@ class Index:
         candidates: int | None = DEFAULT_CANDIDATES,
         evidence: bool = False,
     ) -> list[list[Hit]]:
+        self._prepare_rerank()
         return search_many(
             self.embed_queries, self.store, queries, k, doc_ids, candidates, evidence
         )
@@ -197,6 +213,17 @@ class Index:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _prepare_rerank(self) -> None:
+        """On the first search, read the page vectors into memory if our kernels rerank."""
+        with self._rerank_lock:
+            if self._rerank_ready:
+                return
+            self._rerank_ready = True
+            device = torch.device(resolve_device(self._compute[0]))
+            resident_bytes = self.store.vector_count() * self._dim * 4
+            if choose_rerank(self.rerank, device, resident_bytes) == "vdr":
+                self.store.keep_resident(ResidentVectors(device))
+
     def _manifest(
         self, model: str | None, qdrant_url: str | None, pool_factor: int | None
     ) -> dict[str, Any]:
@@ -241,6 +268,28 @@ class Index:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, file)
         return manifest
+
+
+def choose_rerank(rerank: str, device: torch.device, resident_bytes: int) -> str:
+    """ "qdrant" or "vdr" for an Index's `rerank` setting on `device`.
+
+    auto: our Triton kernel on a CUDA device when every page's vectors fit in
+    GPU_RESIDENT_SHARE of its free memory; Qdrant's own rerank on a CPU, where it measured
+    faster for one-off searches (benches/rerank.py: reading the vectors into memory first costs
+    ~7 ms a page) and costs no memory beyond Qdrant's. "vdr" on a GPU too small is refused.
+    """
+    if rerank == "qdrant" or (rerank == "auto" and device.type != "cuda"):
+        return "qdrant"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if resident_bytes > GPU_RESIDENT_SHARE * free:
+            if rerank == "auto":
+                return "qdrant"
+            raise VdrError(
+                f"the page vectors need {resident_bytes / 2**30:.1f} GiB of GPU memory and "
+                f"{device} has {free / 2**30:.1f} GiB free; use --rerank qdrant"
+            )
+    return "vdr"
 
 
 def _lock(folder: Path) -> TextIO:

@@ -6,7 +6,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from qdrant_edge import (
     CountRequest,
     Distance,
@@ -88,30 +87,34 @@ class EdgeStore(Store):
             UpdateOperation.set_payload_by_filter(_doc_filter([doc_id]), {"doc_path": doc_path})
         )
 
-    def _payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
+    def _scroll(
+        self, fields: list[str], with_full: bool
+    ) -> Iterator[tuple[dict[str, Any], list[list[float]] | None]]:
         offset = None
         while True:
             records, offset = self.shard.scroll(
                 ScrollRequest(
-                    limit=SCROLL_PAGE, offset=offset, with_payload=fields, with_vector=False
+                    limit=SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=fields,
+                    with_vector=[FULL] if with_full else False,
                 )
             )
-            yield from (r.payload for r in records)
+            yield from ((r.payload, r.vector[FULL] if with_full else None) for r in records)
             if offset is None:
                 return
 
-    def search(
+    def _search(
         self,
-        query: np.ndarray,
+        query: list[list[float]],
         k: int,
         candidates: int | None,
-        doc_ids: Sequence[str] | None = None,
+        doc_ids: Sequence[str] | None,
     ) -> list[Hit]:
-        vectors = np.asarray(query, dtype=np.float32).tolist()
         where = _doc_filter(doc_ids) if doc_ids else None
         prefetches = (
             [
-                Prefetch(query=Query.Nearest(vectors, using=name), limit=candidates, filter=where)
+                Prefetch(query=Query.Nearest(query, using=name), limit=candidates, filter=where)
                 for name in (ROWS, COLS)
             ]
             if candidates
@@ -120,7 +123,7 @@ class EdgeStore(Store):
         points = self.shard.query(
             QueryRequest(
                 prefetches=prefetches,
-                query=Query.Nearest(vectors, using=FULL),
+                query=Query.Nearest(query, using=FULL),
                 filter=where,
                 limit=k,
                 with_payload=HIT_FIELDS,
@@ -128,6 +131,20 @@ class EdgeStore(Store):
             )
         )
         return [hit_of(p.payload, p.score) for p in points]
+
+    def _nearest(
+        self, query: list[list[float]], using: str, limit: int, doc_ids: Sequence[str] | None
+    ) -> list[str]:
+        points = self.shard.query(
+            QueryRequest(
+                query=Query.Nearest(query, using=using),
+                filter=_doc_filter(doc_ids) if doc_ids else None,
+                limit=limit,
+                with_payload=["page_id"],
+                with_vector=False,
+            )
+        )
+        return [p.payload["page_id"] for p in points]
 
     def _fetch_page(self, page_id: str) -> StoredPage | None:
         records = self.shard.retrieve([point_id_of(page_id)], True, [FULL])

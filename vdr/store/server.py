@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 from qdrant_client import QdrantClient, models
 
 from vdr.errors import VdrError
@@ -103,7 +102,9 @@ class ServerStore(Store):
             wait=True,
         )
 
-    def _payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
+    def _scroll(
+        self, fields: list[str], with_full: bool
+    ) -> Iterator[tuple[dict[str, Any], list[list[float]] | None]]:
         offset = None
         while True:
             records, offset = self.client.scroll(
@@ -111,24 +112,25 @@ class ServerStore(Store):
                 limit=SCROLL_PAGE,
                 offset=offset,
                 with_payload=fields,
-                with_vectors=False,
+                with_vectors=[FULL] if with_full else False,
             )
-            yield from (r.payload or {} for r in records)
+            for r in records:
+                full = r.vector[FULL] if with_full and isinstance(r.vector, dict) else None
+                yield r.payload or {}, full  # type: ignore[misc]
             if offset is None:
                 return
 
-    def search(
+    def _search(
         self,
-        query: np.ndarray,
+        query: list[list[float]],
         k: int,
         candidates: int | None,
-        doc_ids: Sequence[str] | None = None,
+        doc_ids: Sequence[str] | None,
     ) -> list[Hit]:
-        vectors = np.asarray(query, dtype=np.float32).tolist()
         where = _doc_filter(doc_ids) if doc_ids else None
         prefetch = (
             [
-                models.Prefetch(query=vectors, using=name, limit=candidates, filter=where)
+                models.Prefetch(query=query, using=name, limit=candidates, filter=where)
                 for name in (ROWS, COLS)
             ]
             if candidates
@@ -137,7 +139,7 @@ class ServerStore(Store):
         response = self.client.query_points(
             self.collection,
             prefetch=prefetch,
-            query=vectors,
+            query=query,
             using=FULL,
             query_filter=where,
             limit=k,
@@ -145,6 +147,20 @@ class ServerStore(Store):
             with_vectors=False,
         )
         return [hit_of(p.payload or {}, p.score) for p in response.points]
+
+    def _nearest(
+        self, query: list[list[float]], using: str, limit: int, doc_ids: Sequence[str] | None
+    ) -> list[str]:
+        response = self.client.query_points(
+            self.collection,
+            query=query,
+            using=using,
+            query_filter=_doc_filter(doc_ids) if doc_ids else None,
+            limit=limit,
+            with_payload=["page_id"],
+            with_vectors=False,
+        )
+        return [(p.payload or {})["page_id"] for p in response.points]
 
     def _fetch_page(self, page_id: str) -> StoredPage | None:
         records = self.client.retrieve(
