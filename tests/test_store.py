@@ -210,16 +210,17 @@ def assert_same_results(by_qdrant: list[Hit], by_vdr: list[Hit]) -> None:
 
 
 def rerank_records(rng: np.random.Generator) -> list[PageRecord]:
-    """40 pages of 1 to 60 vectors (one-vector pages often have only negative similarities)
-    and a blank page."""
+    """40 pages of 1 to 60 vectors (one-vector pages often have only negative similarities),
+    three copies of page aaaa-4 in other documents (exact ties), and a blank page."""
     pages = [
         random_record(rng, doc, page, n_pages=10, n=int(rng.integers(1, 61)))
         for doc in ("aaaa", "bbbb", "cccc", "dddd")
         for page in range(1, 11)
     ]
+    copies = [replace(pages[3], doc_id=doc, doc_path=f"/docs/{doc}.pdf") for doc in "xyz"]
     blank = random_record(rng, "eeee", 1, n_pages=1, n=1)
     empty = PageEmbedding(np.zeros((0, DIM), np.float32), np.zeros(0, np.int32), GRID)
-    return [*pages, replace(blank, embedding=empty)]
+    return [*pages, *copies, replace(blank, embedding=empty)]
 
 
 def check_rerank_paths_agree(store: Store, resident: ResidentVectors) -> None:
@@ -229,6 +230,7 @@ def check_rerank_paths_agree(store: Store, resident: ResidentVectors) -> None:
     store.upsert(records[:30])
     store.keep_resident(resident)
     queries = [rng.standard_normal((m, DIM)).astype(np.float32) for m in (1, 3, 12)]
+    queries.append(records[3].embedding.vectors[:4])  # the copies of aaaa-4 tie at the top
     searches: list[dict[str, Any]] = [
         {"k": 10, "candidates": 8},
         {"k": 5, "candidates": None},
@@ -242,13 +244,15 @@ def check_rerank_paths_agree(store: Store, resident: ResidentVectors) -> None:
                 assert_same_results(*searched_both_ways(store, resident, query, **search))
 
     compare()
-    store.upsert(records[30:])  # new pages, and the blank one
+    store.upsert(records[30:])  # new pages, the copies and the blank page
     replaced = random_record(rng, "aaaa", 1, n_pages=10, n=25)
     store.upsert([replaced])
     store.delete_documents(["cccc"])
     store.set_doc_path("aaaa", "/moved/aaaa.pdf")
-    assert len(resident) == store.count() == 31
+    assert len(resident) == store.count() == 34
     compare()
+    top = store.search(queries[-1], k=3, candidates=None)
+    assert [h.page_id for h in top] == sorted(h.page_id for h in top)  # ties by page id
 
 
 def test_our_rerank_gives_qdrants_results(store: Store) -> None:

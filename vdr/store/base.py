@@ -34,6 +34,11 @@ DOC_FIELDS = ["doc_id", "doc_path", "n_pages"]
 SCROLL_PAGE = 1000
 # Pages whose arrays get_page keeps: ~0.5-0.8 MB each, so ~100 MB at most.
 PAGE_CACHE_SIZE = 128
+# Scores this close (relative) are a tie: far above float32 rounding of a MaxSim sum, far below
+# any real difference between pages.
+TIE_TOLERANCE = 1e-5
+# Extra hits a search asks the engine for, so that ties across the k-th place are settled.
+TIE_SLACK = 8
 _POINT_NAMESPACE = uuid.UUID("0f6c1d52-5a44-4c36-9b1e-3f43f0ad7a10")
 
 
@@ -219,8 +224,13 @@ class Store(ABC):
         The rerank is Qdrant's own, or ours on the resident vectors after keep_resident; both
         score the same float32 vectors exactly, so they give the same pages in the same order.
         """
+        # Pages with the same content (repeated slides, duplicate scans) tie up to float
+        # rounding, and each rerank orders ties its own way: take a few more, order ties by
+        # page id, so results are the same whichever path runs and from one run to the next.
+        wanted = k + TIE_SLACK
         if self.resident is None:
-            return self._search(np.asarray(query, np.float32).tolist(), k, candidates, doc_ids)
+            vectors = np.asarray(query, np.float32).tolist()
+            return ordered(self._search(vectors, wanted, candidates, doc_ids))[:k]
         pool = None
         if candidates:
             vectors = np.asarray(query, np.float32).tolist()
@@ -229,7 +239,7 @@ class Store(ABC):
                 for kind in (ROWS, COLS)
                 for p in self._nearest(vectors, kind, candidates, doc_ids)
             }
-        return self.resident.rerank(query, k, pool, doc_ids)
+        return ordered(self.resident.rerank(query, wanted, pool, doc_ids))[:k]
 
     @abstractmethod
     def _search(
@@ -300,6 +310,18 @@ def _covers_of(pairs: list[list[int]] | None) -> tuple[np.ndarray, np.ndarray] |
     if pairs is None:
         return None
     return np.asarray(pairs[0], dtype=np.int32), np.asarray(pairs[1], dtype=np.int32)
+
+
+def ordered(hits: Sequence[Hit]) -> list[Hit]:
+    """Best first; scores equal within TIE_TOLERANCE (relative) ordered by page id."""
+    by_score = sorted(hits, key=lambda h: -h.score)
+    ties: list[list[Hit]] = []
+    for hit in by_score:
+        if ties and ties[-1][-1].score - hit.score <= TIE_TOLERANCE * max(1.0, abs(hit.score)):
+            ties[-1].append(hit)
+        else:
+            ties.append([hit])
+    return [hit for tie in ties for hit in sorted(tie, key=lambda h: h.page_id)]
 
 
 def hit_of(payload: dict[str, Any], score: float) -> Hit:

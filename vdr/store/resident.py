@@ -29,14 +29,17 @@ Scorer = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 class ResidentVectors:
-    """Page multi-vectors resident on `device`, reranked with `scorer`.
+    """Page multi-vectors resident on `device`, reranked exactly.
 
-    device: where the vectors live and the kernel runs (torch.device("cuda") or "cpu").
-    scorer: the MaxSim function; vdr.kernels.maxsim picks the kernel for the device. Tests pass
-            maxsim_triton to run the Triton kernel on CPU tensors under its interpreter.
+    device: where the vectors live and MaxSim runs (torch.device("cuda") or "cpu"). On a GPU the
+            candidates are packed end to end (a device-to-device copy) and scored by one launch
+            of the Triton kernel. On a CPU they are scored page by page, one matrix product
+            each: packing would copy every candidate's vectors again (measured 2x slower).
+    scorer: a MaxSim function over packed documents to use instead, on any device (tests run
+            maxsim_triton on CPU tensors under triton's interpreter).
     """
 
-    def __init__(self, device: torch.device, scorer: Scorer = maxsim) -> None:
+    def __init__(self, device: torch.device, scorer: Scorer | None = None) -> None:
         self.device = device
         self._scorer = scorer
         self._pages: dict[str, tuple[Hit, Tensor]] = {}
@@ -94,11 +97,16 @@ class ResidentVectors:
             chosen = [page for page in chosen if page[0].doc_id in wanted]
         if not chosen:
             return []
-        docs = torch.cat([vectors for _, vectors in chosen])
-        lengths = torch.tensor([len(vectors) for _, vectors in chosen], dtype=torch.int64)
-        offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).to(self.device)
-        queries = torch.from_numpy(np.asarray(query, np.float32)).to(self.device)[None]
-        best = top_documents(self._scorer(queries, docs, offsets), k)
+        pages = [vectors for _, vectors in chosen]
+        tokens = torch.from_numpy(np.asarray(query, np.float32)).to(self.device)
+        if self._scorer is None and self.device.type == "cpu":
+            # Every resident page has >= 1 vector (Qdrant's one zero vector for a blank page).
+            scores = torch.stack([(tokens @ page.T).amax(dim=1).sum() for page in pages])[None]
+        else:
+            lengths = torch.tensor([len(page) for page in pages], dtype=torch.int64)
+            offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).to(self.device)
+            scores = (self._scorer or maxsim)(tokens[None], torch.cat(pages), offsets)
+        best = top_documents(scores, k)
         return [
             replace(chosen[i][0], score=float(s))
             for i, s in zip(best.docs[0].tolist(), best.scores[0].tolist(), strict=True)
