@@ -120,7 +120,9 @@ def generated(n_pages: int, candidates: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--index", type=Path, default=Path(".bench-dev-index"))
+    parser.add_argument(
+        "--index", type=Path, default=Path(tempfile.gettempdir()) / "vdr-bench-dev-index"
+    )
     parser.add_argument("--pages", type=int, default=1000)
     parser.add_argument("--candidates", type=int, default=200)
     args = parser.parse_args()

@@ -1,8 +1,8 @@
 """MaxSim scoring kernels (imported as vdr.kernels).
 
 maxsim dispatches on the inputs' device: the Triton kernel for CUDA tensors, the exact CPU
-path otherwise. maxsim_reference is the plain torch ground truth. Search still reranks with
-Qdrant's own exact MaxSim; wiring these into the rerank stage comes next.
+path otherwise. maxsim_reference is the plain torch ground truth. Search reranks with them
+through vdr.store.resident (--rerank vdr; the default on a CUDA GPU).
 """
 
 from __future__ import annotations
