@@ -238,12 +238,60 @@ def _build_colpali(out_dir: Path) -> None:
     _save_processor_files(processor, out_dir)
 
 
+def build_tiny_teacher(out_dir: Path, qwen2_5: bool = False) -> Path:
+    """Build a tiny Qwen2-VL (or Qwen2.5-VL) chat model in `out_dir`, the AGREE teacher's
+    architecture; returns `out_dir`.
+
+    The same sizes, tokenizer and image processor as the tiny ColQwen2 (ColQwen2.5), saved as
+    a hub chat checkpoint is: `<Qwen>ForConditionalGeneration` weights with its lm_head, and
+    the processor files that AutoProcessor reads (preprocessor_config.json naming the
+    processor class). Seeded like build_tiny_model: the same call gives the same files.
+    """
+    from transformers import (
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLProcessor,
+    )
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED + 2)
+        tokenizer, image_processor, video_processor, config = _qwen_parts(qwen2_5)
+        model_class = (
+            Qwen2_5_VLForConditionalGeneration if qwen2_5 else Qwen2VLForConditionalGeneration
+        )
+        config.architectures = [model_class.__name__]
+        model_class(config).save_pretrained(str(out_dir))
+    processor_class = Qwen2_5_VLProcessor if qwen2_5 else Qwen2VLProcessor
+    processor = processor_class(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor
+    )
+    _save_processor_files(processor, out_dir)
+    return out_dir
+
+
 def _build_qwen(out_dir: Path, qwen2_5: bool) -> None:
-    """Qwen2-VL (or Qwen2.5-VL): a vision tower of width 32 and 2 layers (for 2.5, a windowed
-    one then a full-attention one), 14-pixel patches merged 2x2 into 4 to 64 tokens a page,
-    under a Qwen2 decoder of width 64 whose 8 rotary frequencies are split (2, 3, 3) over
-    time, height and width."""
+    """ColQwen2 (ColQwen2.5) on the tiny Qwen2-VL (Qwen2.5-VL) of `_qwen_parts`."""
     from colpali_engine.models import ColQwen2, ColQwen2_5, ColQwen2_5_Processor, ColQwen2Processor
+
+    tokenizer, image_processor, video_processor, config = _qwen_parts(qwen2_5)
+    model_class = ColQwen2_5 if qwen2_5 else ColQwen2
+    processor_class = ColQwen2_5_Processor if qwen2_5 else ColQwen2Processor
+    processor = processor_class(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor
+    )
+    config.architectures = [model_class.__name__]
+    model_class(config).save_pretrained(str(out_dir))
+    _save_processor_files(processor, out_dir)
+
+
+def _qwen_parts(qwen2_5: bool) -> tuple[Any, Any, Any, Any]:
+    """(tokenizer, image processor, video processor, config) of a tiny Qwen2-VL (Qwen2.5-VL):
+    a vision tower of width 32 and 2 layers (for 2.5, a windowed one then a full-attention
+    one), 14-pixel patches merged 2x2 into 4 to 64 tokens a page, under a Qwen2 decoder of
+    width 64 whose 8 rotary frequencies are split (2, 3, 3) over time, height and width."""
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2Tokenizer,
@@ -270,10 +318,6 @@ def _build_qwen(out_dir: Path, qwen2_5: bool) -> None:
         temporal_patch_size=2,
     )
     video_processor = Qwen2VLVideoProcessor(patch_size=PATCH, merge_size=QWEN_MERGE)
-    processor_class = ColQwen2_5_Processor if qwen2_5 else ColQwen2Processor
-    processor = processor_class(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor
-    )
     ids = tokenizer.convert_tokens_to_ids
     width = TEXT_SIZES["hidden_size"]
     text_config = {
@@ -301,10 +345,10 @@ def _build_qwen(out_dir: Path, qwen2_5: bool) -> None:
             "window_size": 4 * PATCH * QWEN_MERGE,  # windows of 4x4 tokens, as in Qwen2.5-VL
             "fullatt_block_indexes": [1],
         }
-        config_class, model_class, architecture = Qwen2_5_VLConfig, ColQwen2_5, "ColQwen2_5"
+        config_class = Qwen2_5_VLConfig
     else:
         vision_config = {**vision_common, "embed_dim": 32, "mlp_ratio": 2, "hidden_size": width}
-        config_class, model_class, architecture = Qwen2VLConfig, ColQwen2, "ColQwen2"
+        config_class = Qwen2VLConfig
     config = config_class(
         text_config=text_config,
         vision_config=vision_config,
@@ -312,10 +356,8 @@ def _build_qwen(out_dir: Path, qwen2_5: bool) -> None:
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
-        architectures=[architecture],
     )
-    model_class(config).save_pretrained(str(out_dir))
-    _save_processor_files(processor, out_dir)
+    return tokenizer, image_processor, video_processor, config
 
 
 def _train_gemma_bpe() -> dict[str, Any]:

@@ -76,7 +76,7 @@ def resolve_checkpoint(model: str) -> Checkpoint:
     """Find `model` (local directory or hub id) and its family; UnknownModel says how to fix
     what is wrong."""
     local = Path(model).expanduser()
-    path = local.absolute() if local.is_dir() else _download(model)
+    path = local.absolute() if local.is_dir() else download(model)
     name = str(path) if local.is_dir() else model
     adapter_file = path / "adapter_config.json"
     if adapter_file.exists():
@@ -88,7 +88,8 @@ def resolve_checkpoint(model: str) -> Checkpoint:
     return Checkpoint(name=name, base=path, family=_family_of(path))
 
 
-def _download(model: str) -> Path:
+def download(model: str) -> Path:
+    """The local snapshot of hub model `model`; UnknownModel saying what to do when offline."""
     try:
         from huggingface_hub import snapshot_download
 
@@ -140,10 +141,9 @@ class ColPaliEncoder(Encoder):
         self.checkpoint = checkpoint
         self.family = checkpoint.family
         self.device = resolve_device(device)
-        self.torch_dtype = _torch_dtype(dtype, self.device)
+        self.torch_dtype = torch_dtype(dtype, self.device)
         self.batch_size = batch_size
         model_class = getattr(models, self.family.model_class)
-        processor_class = getattr(models, self.family.processor_class)
         model, loading = model_class.from_pretrained(
             str(checkpoint.base), dtype=self.torch_dtype, output_loading_info=True
         )
@@ -162,9 +162,7 @@ class ColPaliEncoder(Encoder):
 
             model = PeftModel.from_pretrained(model, str(checkpoint.adapter)).merge_and_unload()
         self.model = model.eval().to(self.device)
-        has_own_processor = _has_processor(checkpoint.adapter)
-        processor_dir = checkpoint.adapter if has_own_processor else checkpoint.base
-        self.processor = processor_class.from_pretrained(str(processor_dir))
+        self.processor = load_processor(checkpoint)
         self.name = checkpoint.name
         self.dim = int(self.model.dim)
 
@@ -180,7 +178,7 @@ class ColPaliEncoder(Encoder):
             with torch.inference_mode():
                 states = self.model(**batch).float()  # [B, L, dim]; padding may hold NaN
             for i in range(len(images)):
-                positions, patch_index, grid = self._geometry(batch, i)
+                positions, patch_index, grid = patch_geometry(self.processor, self.family, batch, i)
                 out.append(
                     PageEmbedding(
                         vectors=l2_normalise(states[i, positions].cpu().numpy()),
@@ -222,45 +220,65 @@ class ColPaliEncoder(Encoder):
                 )
         return out
 
-    def _geometry(self, batch: Any, i: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-        """(positions [n] of the page's patch tokens in the sequence, patch_index [n], grid)."""
-        ids = batch["input_ids"][i].cpu()
-        image_token = self.processor.tokenizer.convert_tokens_to_ids(self.processor.image_token)
-        positions = torch.nonzero(ids == image_token).flatten().numpy()
-        if self.family.geometry == "tiles":
-            return self._tile_geometry(ids, positions)
-        if self.family.geometry == "qwen":
-            merge = int(self.processor.image_processor.merge_size)
-            _, height, width = (int(v) for v in batch["image_grid_thw"][i])
-            grid = (height // merge, width // merge)
-        else:
-            side = math.isqrt(len(positions))
-            grid = (side, side)
-        _check_grid(len(positions), grid)
-        return positions, np.arange(len(positions), dtype=np.int32), grid
 
-    def _tile_geometry(
-        self, ids: torch.Tensor, positions: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-        """Idefics3-style tiles: each <row_i_col_j> marker is followed by one tile's tokens, a
-        square of image_seq_len in row-major order; the global tile (last) is dropped."""
-        per_tile = int(self.processor.image_seq_len)
-        side = math.isqrt(per_tile)
-        tokens = self.processor.tokenizer.convert_ids_to_tokens(ids.tolist())
-        tiles = [(int(m[1]), int(m[2])) for m in map(_TILE_MARKER.fullmatch, tokens) if m]
-        if not tiles:  # the image was not split: one tile, the whole page
-            return positions, np.arange(len(positions), dtype=np.int32), (side, side)
-        rows, cols = max(r for r, _ in tiles), max(c for _, c in tiles)
-        _check_grid(len(positions), (len(tiles) + 1, per_tile))  # the tiles and the global one
-        local = positions[: len(tiles) * per_tile]
-        within = np.arange(per_tile)
-        patch_index = np.concatenate(
-            [
-                ((r - 1) * side + within // side) * (cols * side) + (c - 1) * side + within % side
-                for r, c in tiles
-            ]
-        ).astype(np.int32)
-        return local, patch_index, (rows * side, cols * side)
+def load_processor(checkpoint: Checkpoint) -> Any:
+    """The checkpoint's colpali-engine processor; an adapter's own when it ships one."""
+    import colpali_engine.models as models
+
+    processor_class = getattr(models, checkpoint.family.processor_class)
+    folder = checkpoint.adapter if _has_processor(checkpoint.adapter) else checkpoint.base
+    return processor_class.from_pretrained(str(folder))
+
+
+def patch_geometry(
+    processor: Any, family: Family, batch: Any, i: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Where page i of a processed batch sits on its patch grid.
+
+    processor: the processor that made `batch` (it names the image token; for "qwen"
+               geometry any Qwen2-VL-style processor will do, a teacher's included)
+    batch:     the processor's output for a batch of images (input_ids, image_grid_thw, ...)
+    returns:   (positions [n] int64 of the page's patch tokens in the sequence, patch_index [n]
+               int32 row-major into the grid, grid (rows, cols)); CPU numpy, no model run
+    """
+    ids = batch["input_ids"][i].cpu()
+    image_token = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    positions = torch.nonzero(ids == image_token).flatten().numpy()
+    if family.geometry == "tiles":
+        return _tile_geometry(processor, ids, positions)
+    if family.geometry == "qwen":
+        merge = int(processor.image_processor.merge_size)
+        _, height, width = (int(v) for v in batch["image_grid_thw"][i])
+        grid = (height // merge, width // merge)
+    else:
+        side = math.isqrt(len(positions))
+        grid = (side, side)
+    _check_grid(len(positions), grid)
+    return positions, np.arange(len(positions), dtype=np.int32), grid
+
+
+def _tile_geometry(
+    processor: Any, ids: torch.Tensor, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Idefics3-style tiles: each <row_i_col_j> marker is followed by one tile's tokens, a
+    square of image_seq_len in row-major order; the global tile (last) is dropped."""
+    per_tile = int(processor.image_seq_len)
+    side = math.isqrt(per_tile)
+    tokens = processor.tokenizer.convert_ids_to_tokens(ids.tolist())
+    tiles = [(int(m[1]), int(m[2])) for m in map(_TILE_MARKER.fullmatch, tokens) if m]
+    if not tiles:  # the image was not split: one tile, the whole page
+        return positions, np.arange(len(positions), dtype=np.int32), (side, side)
+    rows, cols = max(r for r, _ in tiles), max(c for _, c in tiles)
+    _check_grid(len(positions), (len(tiles) + 1, per_tile))  # the tiles and the global one
+    local = positions[: len(tiles) * per_tile]
+    within = np.arange(per_tile)
+    patch_index = np.concatenate(
+        [
+            ((r - 1) * side + within // side) * (cols * side) + (c - 1) * side + within % side
+            for r, c in tiles
+        ]
+    ).astype(np.int32)
+    return local, patch_index, (rows * side, cols * side)
 
 
 def _check_grid(n_tokens: int, grid: tuple[int, int]) -> None:
@@ -273,7 +291,7 @@ def _check_grid(n_tokens: int, grid: tuple[int, int]) -> None:
         )
 
 
-def _torch_dtype(dtype: str, device: str) -> torch.dtype:
+def torch_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype == "auto":
         on_gpu = device.startswith("cuda") and torch.cuda.is_available()
         return torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
