@@ -144,6 +144,10 @@ def _parser() -> argparse.ArgumentParser:
         "--max-upload-mb", type=int, default=100, metavar="MB", help="largest PDF upload accepted"
     )
     serve.set_defaults(run=_serve)
+
+    from vdr.agree.cli import add_commands  # agree annotate, agree report, train
+
+    add_commands(commands, DTYPES)
     return parser
 
 
