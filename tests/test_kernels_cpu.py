@@ -19,10 +19,11 @@ def packed(n_docs: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.randn(int(offsets[-1]), dim, generator=generator), offsets
 
 
+@pytest.mark.parametrize("bf16_screen", [True, False], ids=["bf16-screen", "float32"])
 @pytest.mark.parametrize("chunk_tokens", [1, 97, 1 << 16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_cpu_path_matches_the_reference(
-    chunk_tokens: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+    chunk_tokens: int, dtype: torch.dtype, bf16_screen: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cpu, "CHUNK_TOKENS", chunk_tokens)  # chunk edges fall everywhere
     docs, offsets = packed(n_docs=150, dim=64, seed=1)
@@ -31,13 +32,42 @@ def test_cpu_path_matches_the_reference(
     mask[1] = False  # an all-masked query scores 0
     mask[2, 5:] = False
     docs, queries = docs.to(dtype), queries.to(dtype)
-    got = maxsim(queries, docs, offsets, mask)
+    got = cpu.maxsim_cpu(queries, docs, offsets, mask, bf16_screen=bf16_screen)
     expected = maxsim_reference(queries, docs, offsets, mask)
     assert got.dtype == torch.float32 and got.shape == (4, 150)
     assert (got < 0).any()  # unnormalised vectors: negative similarities are in play
     relative = ((got - expected).abs() / expected.abs().clamp(min=1)).max()
     assert relative < 1e-5
     assert (got[1] == 0).all() and (got[:, 3] == 0).all()
+
+
+@pytest.mark.parametrize("scale", [1.0, 100.0])
+def test_bf16_screen_finds_maxima_that_bf16_cannot_tell_apart(scale: float) -> None:
+    """Document tokens whose similarities differ by ~1e-4, far below bf16's resolution (2^-9
+    near 0.5): the screen must still return the float32 maximum, wherever it sits."""
+    generator = torch.Generator().manual_seed(4)
+    n_docs, length, dim = 40, 50, 128
+    query = torch.zeros(1, 1, dim)
+    query[0, 0, 0] = 1.0
+    docs = torch.randn(n_docs * length, dim, generator=generator) * 0.01
+    docs[:, 0] = 0.5 + 1e-4 * torch.rand(n_docs * length, generator=generator)
+    offsets = torch.arange(0, n_docs * length + 1, length, dtype=torch.int64)
+    query, docs = query * scale, docs * scale
+    assert len(set(docs[:, 0].bfloat16().tolist())) <= 2  # bf16 sees (almost) one value
+    got = cpu.maxsim_cpu(query, docs, offsets, bf16_screen=True)
+    expected = maxsim_reference(query, docs, offsets)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+
+
+def test_maxsim_dispatch_uses_the_cpu_path() -> None:
+    docs, offsets = packed(n_docs=20, dim=16, seed=5)
+    queries = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(
+        maxsim(queries, docs, offsets),
+        maxsim_reference(queries, docs, offsets),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_cpu_path_agrees_with_colpali_engine() -> None:
