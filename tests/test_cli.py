@@ -14,6 +14,7 @@ from PIL import Image
 from vdr import Index
 from vdr.cli import main
 from vdr.encoders.textgrid import TextGridEncoder
+from vdr.errors import VdrError
 
 from conftest import REPO
 
@@ -83,6 +84,17 @@ def test_search_gives_the_same_results_whichever_rerank_runs(
     for ours, theirs in zip(by_vdr, by_qdrant, strict=True):
         assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)
         assert ours["evidence"] == theirs["evidence"]
+
+
+def test_rerank_setting_decides_who_holds_the_vectors(built: Path) -> None:
+    with Index(built) as index:  # auto, on a machine without CUDA: Qdrant's own rerank
+        index.search("solar output", k=1, evidence=False)
+        assert index.store.resident is None
+    with Index(built, rerank="vdr") as index:  # our kernel: every page's vectors in memory
+        index.search("solar output", k=1, evidence=False)
+        assert index.store.resident is not None and len(index.store.resident) == 6
+    with pytest.raises(VdrError, match="rerank must be auto, qdrant or vdr"):
+        Index(built, rerank="fastest")
 
 
 def test_search_restricted_to_a_document(built: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -213,6 +213,10 @@ class Index:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _resident_bytes(self) -> int:
+        """Memory every page's full multi-vector takes as float32 (reads every payload)."""
+        return self.store.vector_count() * self._dim * 4
+
     def _prepare_rerank(self) -> None:
         """On the first search, read the page vectors into memory if our kernels rerank."""
         with self._rerank_lock:
@@ -220,8 +224,7 @@ class Index:
                 return
             self._rerank_ready = True
             device = torch.device(resolve_device(self._compute[0]))
-            resident_bytes = self.store.vector_count() * self._dim * 4
-            if choose_rerank(self.rerank, device, resident_bytes) == "vdr":
+            if choose_rerank(self.rerank, device, self._resident_bytes) == "vdr":
                 self.store.keep_resident(ResidentVectors(device))
 
     def _manifest(
@@ -270,7 +273,7 @@ class Index:
         return manifest
 
 
-def choose_rerank(rerank: str, device: torch.device, resident_bytes: int) -> str:
+def choose_rerank(rerank: str, device: torch.device, resident_bytes: Callable[[], int]) -> str:
     """ "qdrant" or "vdr" for an Index's `rerank` setting on `device`.
 
     auto: our Triton kernel on a CUDA device when every page's vectors fit in
@@ -282,11 +285,12 @@ def choose_rerank(rerank: str, device: torch.device, resident_bytes: int) -> str
         return "qdrant"
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        if resident_bytes > GPU_RESIDENT_SHARE * free:
+        needed = resident_bytes()
+        if needed > GPU_RESIDENT_SHARE * free:
             if rerank == "auto":
                 return "qdrant"
             raise VdrError(
-                f"the page vectors need {resident_bytes / 2**30:.1f} GiB of GPU memory and "
+                f"the page vectors need {needed / 2**30:.1f} GiB of GPU memory and "
                 f"{device} has {free / 2**30:.1f} GiB free; use --rerank qdrant"
             )
     return "vdr"
