@@ -11,11 +11,12 @@ For each chosen layer the attention weights [heads, query tokens, image tokens] 
 over the chosen heads (mean over heads is the paper's likely reading, after Zhang et al. 2025)
 and over the query tokens, then the layers are averaged: one value per image token, on the
 teacher's merged-token grid (its image_grid_thw / 2). Attention weights are only materialised
-by the eager implementation, so the model is loaded with it.
+by the eager implementation, so the decoder is loaded with it (the vision tower keeps SDPA).
 
 Memory: each layer's weights are reduced by a forward hook as soon as the layer has run, so at
-most one layer's [batch, heads, seq, seq] tensor is alive (Qwen2.5-VL-7B, 2,048 image tokens:
-28 heads x ~2,100^2 x 2 bytes = 0.25 GB per page) instead of all 28 layers' (7 GB per page).
+most one layer's [batch, heads, seq, seq] scores are alive (Qwen2.5-VL-7B, 2,048 image tokens:
+28 heads x ~2,100^2, ~0.25 GB in bf16 plus ~0.5 GB for eager's float32 softmax, per page)
+instead of all 28 layers' (7 GB per page), the price of `output_attentions=True`.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ class Teacher:
             self.model = AutoModelForImageTextToText.from_pretrained(
                 str(path),
                 dtype=torch_dtype(dtype, self.device),
-                attn_implementation="eager",
+                # only the decoder's weights are read; the vision tower's full-attention
+                # blocks over 8,192 patches would cost ~4 GB a page in eager (fp32 softmax)
+                attn_implementation={"text_config": "eager", "vision_config": "sdpa"},
             )
         except (OSError, ValueError) as error:
             raise UnknownModel(f"'{model}' is not a chat model vdr can load ({error})") from error
