@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from vdr.errors import VdrError
 
 if TYPE_CHECKING:
+    from vdr.doctor import Checkup
     from vdr.index import Index
     from vdr.store import Hit
 
@@ -136,6 +137,19 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the whole query, max over its words)",
     )
     heatmap.set_defaults(run=_heatmap)
+
+    doctor = command(
+        "doctor",
+        "Check that every page has its image and every image its page, and that documents are "
+        "whole; exit 1 while problems remain.",
+    )
+    doctor.add_argument(
+        "--repair",
+        action="store_true",
+        help="delete orphan images and temp files, re-render missing images, re-index "
+        "incomplete documents whose files are unchanged",
+    )
+    doctor.set_defaults(run=_doctor)
 
     serve = command("serve", "Serve the search API and web page for an index.")
     serve.add_argument("--host", default=os.environ.get("VDR_HOST", "127.0.0.1"))
@@ -285,6 +299,50 @@ def _heatmap(args: argparse.Namespace) -> int:
         words = ", ".join(f"{i}:{w}" for i, w in enumerate(maps.words))
         print(f"wrote {output} (query words {words}; {grid[0]}x{grid[1]} patch grid)")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from vdr.doctor import check, repair
+
+    with _open(args) as index:
+        found = check(index)
+        repairs = repair(index, found) if args.repair and not found.healthy else None
+        after = check(index) if repairs else found
+    if args.json:
+        report = {"found": asdict(found), "repairs": repairs and asdict(repairs)}
+        print(json.dumps({**report, "after": asdict(after), "healthy": after.healthy}, indent=1))
+    else:
+        print(_checkup_text(found))
+        if repairs:
+            print(
+                f"repaired: {repairs.removed_files} stray files removed, "
+                f"{len(repairs.rendered)} images rendered, {len(repairs.reindexed)} documents "
+                f"re-indexed"
+            )
+            for what, why in repairs.unrepaired.items():
+                print(f"  not repaired: {what}: {why}")
+            print(_checkup_text(after))
+    return 0 if after.healthy else 1
+
+
+def _checkup_text(found: Checkup) -> str:
+    lines = [
+        f"{found.documents} documents, {found.pages} pages, {found.images} page images: "
+        + ("healthy" if found.healthy else "problems found")
+    ]
+    for label, items in [
+        ("pages without their image", found.missing_images),
+        ("images without their page", found.orphan_images),
+        ("temp files", found.temp_files),
+        ("documents missing pages", found.incomplete),
+        ("pages numbered outside their document", found.misnumbered),
+    ]:
+        if items:
+            shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+            lines.append(f"  {len(items)} {label}: {shown}")
+    return "\n".join(lines)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -192,13 +192,14 @@ class Store(ABC):
 
     def documents(self) -> list[IndexedDocument]:
         """Every document with at least one page in the store."""
-        return documents_of(list(self._payloads(DOC_FIELDS)))
+        return documents_of(list(self.payloads(DOC_FIELDS)))
 
     def vector_count(self) -> int:
         """Multi-vector rows stored across all pages (their full multi-vectors)."""
-        return sum(int(p["n_vectors"]) for p in self._payloads(["n_vectors"]))
+        return sum(int(p["n_vectors"]) for p in self.payloads(["n_vectors"]))
 
-    def _payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
+    def payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
+        """These payload fields of every point (page), in no particular order."""
         return (payload for payload, _ in self._scroll(fields, with_full=False))
 
     @abstractmethod

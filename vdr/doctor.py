@@ -1,0 +1,131 @@
+"""`vdr doctor`: does an index's store agree with its page images, and is every document whole?
+
+The indexer writes a page's image before its point and sweeps images no point refers to, so a
+crash leaves at worst orphan images, temp files and documents with fewer pages than they have;
+anything else (an image deleted by hand, a page numbered outside its document) is damage from
+outside. check() finds all of it; repair() mends what the index itself can: it deletes orphans,
+re-renders missing images from their PDFs, and re-indexes incomplete documents whose files are
+still where they were (and unchanged); what it cannot mend it names.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vdr.errors import BadDocument
+from vdr.index import Index
+from vdr.indexer.discover import content_id
+from vdr.indexer.pdf import render_pages
+from vdr.page_images import SUFFIX
+from vdr.store.base import page_id_of
+
+# Payload fields a checkup reads for every point.
+_FIELDS = ["page_id", "doc_id", "doc_path", "page", "n_pages"]
+
+
+@dataclass
+class Checkup:
+    """What check() found; every list is sorted. Healthy when all lists are empty."""
+
+    pages: int
+    images: int
+    documents: int
+    missing_images: list[str] = field(default_factory=list)  # page ids whose image is gone
+    orphan_images: list[str] = field(default_factory=list)  # images no page refers to
+    temp_files: list[str] = field(default_factory=list)  # left by interrupted image writes
+    incomplete: list[str] = field(default_factory=list)  # doc ids missing some of their pages
+    misnumbered: list[str] = field(default_factory=list)  # page ids outside 1..n_pages or
+    # not named after their (document, page)
+
+    @property
+    def healthy(self) -> bool:
+        return not (
+            self.missing_images
+            or self.orphan_images
+            or self.temp_files
+            or self.incomplete
+            or self.misnumbered
+        )
+
+
+@dataclass
+class Repairs:
+    """What repair() did, and what it could not do (page or doc id -> why)."""
+
+    removed_files: int = 0
+    rendered: list[str] = field(default_factory=list)
+    reindexed: list[str] = field(default_factory=list)
+    unrepaired: dict[str, str] = field(default_factory=dict)
+
+
+def check(index: Index) -> Checkup:
+    """Compare every point of the store with the page images folder. Reads payloads only."""
+    payloads = list(index.store.payloads(_FIELDS))
+    point_ids = {p["page_id"] for p in payloads}
+    folder = index.images.folder
+    image_ids = index.images.page_ids()
+    pages_per_doc = Counter(p["doc_id"] for p in payloads)
+    n_pages = {p["doc_id"]: int(p["n_pages"]) for p in payloads}
+    return Checkup(
+        pages=len(payloads),
+        images=len(image_ids),
+        documents=len(n_pages),
+        missing_images=sorted(point_ids - image_ids),
+        orphan_images=sorted(image_ids - point_ids),
+        temp_files=sorted(p.name for p in folder.iterdir() if p.suffix != SUFFIX),
+        incomplete=sorted(d for d, n in n_pages.items() if pages_per_doc[d] < n),
+        misnumbered=sorted(
+            p["page_id"]
+            for p in payloads
+            if not 1 <= int(p["page"]) <= int(p["n_pages"])
+            or p["page_id"] != page_id_of(p["doc_id"], int(p["page"]))
+        ),
+    )
+
+
+def repair(index: Index, checkup: Checkup) -> Repairs:
+    """Mend what `checkup` found (see the module docstring); check() again to confirm."""
+    done = Repairs()
+    folder = index.images.folder
+    for name in checkup.temp_files:
+        (folder / name).unlink(missing_ok=True)
+    for page_id in checkup.orphan_images:
+        index.images.path(page_id).unlink(missing_ok=True)
+    done.removed_files = len(checkup.temp_files) + len(checkup.orphan_images)
+    documents = {d.doc_id: d for d in index.documents()}
+    for page_id in checkup.misnumbered:
+        done.unrepaired[page_id] = "its page number does not fit its document: re-index the file"
+    for doc_id in checkup.incomplete:
+        path = _unchanged_file(documents[doc_id].doc_path, doc_id)
+        if path is None:
+            done.unrepaired[doc_id] = f"'{documents[doc_id].doc_path}' is gone or changed"
+            continue
+        index.add([path])
+        done.reindexed.append(doc_id)
+    for page_id in checkup.missing_images:
+        page = index.store.get_page(page_id)
+        if page is None or page.doc_id in done.reindexed:
+            continue  # deleted since, or rendered again by the re-index
+        path = _unchanged_file(page.doc_path, page.doc_id)
+        if path is None:
+            done.unrepaired[page_id] = f"'{page.doc_path}' is gone or changed"
+            continue
+        try:
+            (image,) = render_pages(path, page.page, page.page)
+        except BadDocument as error:
+            done.unrepaired[page_id] = str(error)
+            continue
+        index.images.save(page_id, image)
+        done.rendered.append(page_id)
+    return done
+
+
+def _unchanged_file(doc_path: str, doc_id: str) -> Path | None:
+    """The document's file when it is still at doc_path with the same contents."""
+    path = Path(doc_path)
+    try:
+        return path if path.is_file() and content_id(path) == doc_id else None
+    except OSError:
+        return None
