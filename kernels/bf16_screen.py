@@ -3,8 +3,10 @@
 Imported on first use: compiling takes a few seconds once (then cached beside this file), and
 numba is not needed by anything else that imports vdr.kernels.
 
-Both functions run their outer loop on every core (numba prange) and are fastmath: they may
-reorder float32 sums, as BLAS does, which the error bound below allows for.
+Both functions are single-threaded and release the GIL: maxsim_cpu runs one chunk of documents
+per core, each thread doing its own bf16 product in between (numba's and torch's thread pools,
+taking turns on the same cores, measured 2x slower). They are fastmath: they may reorder float32
+sums, as BLAS does, which the error bound below allows for.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # bfloat16 keeps 8 significant bits: rounding to it moves a value by at most U of itself.
 U = 2.0**-8
@@ -27,7 +29,7 @@ def bf16_error_bound(dim: int) -> float:
     return 1.01 * ((2 * U + U * U) + (dim * 2.0**-24 + U) * (1 + U) ** 2)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(nogil=True, fastmath=True, cache=True)
 def bf16_bits_and_norms(
     docs: np.ndarray, bounds: np.ndarray, bits: np.ndarray, norms: np.ndarray
 ) -> None:
@@ -36,7 +38,7 @@ def bf16_bits_and_norms(
 
     bounds: [n_docs + 1] int64 token offsets of the documents in docs.
     """
-    for s in prange(len(bounds) - 1):
+    for s in range(len(bounds) - 1):
         largest = np.float32(0.0)
         for j in range(bounds[s], bounds[s + 1]):
             squares = np.float32(0.0)
@@ -73,7 +75,7 @@ def _key_at_most(value: np.float32) -> np.int16:
     return _order_key(np.int16(np.uint16(high)))
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(nogil=True, fastmath=True, cache=True)
 def settle_maxima(
     sims: np.ndarray,
     bounds: np.ndarray,
@@ -94,7 +96,7 @@ def settle_maxima(
     bound:  bf16_error_bound(dim)
     best:   [rows, n_docs] float32 out; empty documents are left as they are.
     """
-    for r in prange(sims.shape[0]):
+    for r in range(sims.shape[0]):
         for s in range(len(bounds) - 1):
             start, stop = bounds[s], bounds[s + 1]
             if start == stop:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +57,27 @@ def maxsim_cpu(
     flat = queries.reshape(-1, dim).to(device="cpu", dtype=torch.float32).contiguous()
     best = np.zeros((n_queries * q_tokens, len(bounds) - 1), np.float32)
     screen = native_bf16() if bf16_screen is None else bf16_screen
-    for first, last in _chunks(bounds):
+
+    def score_chunk(documents: tuple[int, int]) -> None:
+        first, last = documents
         start, stop = int(bounds[first]), int(bounds[last])
-        if stop == start:
-            continue  # only empty documents: they score 0
         chunk = docs[start:stop].to(device="cpu", dtype=torch.float32).contiguous()
         segments = bounds[first : last + 1] - start
-        if screen:
-            _screened_maxima(flat, chunk, segments, best[:, first:last])
-        else:
-            _float32_maxima(flat, chunk, segments, best[:, first:last])
+        maxima = _screened_maxima if screen else _float32_maxima
+        maxima(flat, chunk, segments, best[:, first:last])  # disjoint columns per chunk
+
+    # Chunks of only empty documents score 0 as they are.
+    chunks = [(first, last) for first, last in _chunks(bounds) if bounds[last] > bounds[first]]
+    if screen:
+        # One chunk per core at a time, each thread single-threaded (set_num_threads is per
+        # thread): see kernels/bf16_screen.py.
+        with ThreadPoolExecutor(
+            torch.get_num_threads(), initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
+            list(pool.map(score_chunk, chunks))
+    else:
+        for documents in chunks:  # torch's BLAS already uses every core
+            score_chunk(documents)
     per_token = best.reshape(n_queries, q_tokens, -1)
     keep = mask.cpu().numpy()[:, :, None]
     return torch.from_numpy(np.where(keep, per_token, 0.0).sum(axis=1, dtype=np.float32))
