@@ -143,7 +143,8 @@ def test_heatmap_writes_an_overlay(
         )
 
 
-def test_eval_json_on_a_small_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def small_set(tmp_path: Path) -> Path:
+    """The three sample PDFs with one labelled query each."""
     set_dir = tmp_path / "set"
     shutil.copytree(REPO / "samples" / "pdfs", set_dir / "pdfs")
     queries = [
@@ -155,12 +156,43 @@ def test_eval_json_on_a_small_set(tmp_path: Path, capsys: pytest.CaptureFixture[
         "".join(json.dumps({"qid": q, "text": t, "type": ty}) + "\n" for q, t, ty, _, _ in queries)
     )
     (set_dir / "qrels.tsv").write_text("".join(f"{q}\t{d}\t{p}\t2\n" for q, _, _, d, p in queries))
+    return set_dir
+
+
+def test_eval_json_on_a_small_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    set_dir = small_set(tmp_path)
     assert main(["eval", str(set_dir), "--index", str(tmp_path / "index"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 3 and set(result["by_type"]) == {"visual", "extractive", "non_extractive"}
     assert 0.0 <= result["ndcg@5"] <= 1.0
     assert result["ndcg@1"] == 1.0  # each query names its page plainly
     assert set(result["per_query"]) == {"q1", "q2", "q3"}
+    assert result["relevant_ranks"] == {"q1": [1], "q2": [1], "q3": [1]}
+
+
+def test_eval_compares_search_configurations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_dir = small_set(tmp_path)
+    configs = ["candidates=1", "candidates=all,rerank=vdr", "candidates=200,rerank=qdrant"]
+    eval_args = ["eval", str(set_dir), "--index", str(tmp_path / "index")]
+    assert main([*eval_args, "--json", "--compare", *configs]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert list(results) == configs
+    # One candidate per pooled kind leaves at most two pages to rerank; all is all six.
+    assert results["candidates=1"]["pages_per_query"] <= 2
+    assert results["candidates=all,rerank=vdr"]["pages_per_query"] == 6
+    # The same pages whichever rerank runs, when the first stage lets every page through.
+    assert (
+        results["candidates=all,rerank=vdr"]["relevant_ranks"]
+        == results["candidates=200,rerank=qdrant"]["relevant_ranks"]
+    )
+    assert main([*eval_args, "--compare", *configs]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["configuration", "ndcg@1", "ndcg@5"]
+    assert [line.split()[0] for line in table[1:]] == configs
+    assert main([*eval_args, "--compare", "k=5"]) == 1
+    assert "'k=5' in 'k=5' is not a search setting" in capsys.readouterr().err
 
 
 def test_eval_rejects_a_folder_that_is_not_a_set(tmp_path: Path) -> None:

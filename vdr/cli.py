@@ -120,6 +120,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("set_dir", metavar="SET_DIR")
     evaluate.add_argument("--pool-factor", type=int, metavar="N", help=POOL_HELP)
+    evaluate.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="CONFIG",
+        help="evaluate each search configuration and print them side by side; a CONFIG is "
+        "key=value pairs joined by commas: candidates=N|all, rerank=auto|qdrant|vdr "
+        "(e.g. --compare candidates=50 candidates=200 candidates=all,rerank=vdr)",
+    )
     evaluate.set_defaults(run=_eval)
 
     heatmap = command("heatmap", "Draw where the query matched on a page (PNG).")
@@ -249,13 +257,23 @@ def hit_json(hit: Hit) -> dict[str, Any]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vdr.eval import evaluate, format_table
+    from vdr.eval import SearchConfig, evaluate, format_comparison, format_table
 
     set_dir = Path(args.set_dir).expanduser().absolute()
+    configs = [SearchConfig.parse(text) for text in args.compare or []]
     with _open(args, args.index or _eval_index_folder(set_dir, args), create=True) as index:
-        result = evaluate(index, set_dir, progress=not args.json)
+        if not configs:
+            result = evaluate(index, set_dir, progress=not args.json)
+        results = {}
+        for config in configs:
+            index.use_rerank(config.rerank or args.rerank)
+            results[config.label] = evaluate(
+                index, set_dir, progress=not args.json, candidates=config.candidates
+            )
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(results if configs else result, indent=1))
+    elif configs:
+        print(format_comparison(results))
     else:
         print(format_table(result))
         print(

@@ -12,11 +12,12 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vdr.errors import VdrError
+from vdr.search import DEFAULT_CANDIDATES
 
 if TYPE_CHECKING:
     from vdr.index import Index
@@ -64,16 +65,25 @@ def load_set(folder: Path) -> tuple[list[Query], dict[str, dict[PageKey, int]]]:
     return queries, dict(qrels)
 
 
-def evaluate(index: Index, set_dir: Path, k: int = 10, progress: bool = False) -> dict:
+def evaluate(
+    index: Index,
+    set_dir: Path,
+    k: int = 10,
+    progress: bool = False,
+    candidates: int | None = DEFAULT_CANDIDATES,
+) -> dict:
     """Index set_dir/pdfs (a no-op when done already), run every query, score the rankings.
 
+    candidates: the first stage's pool size per pooled vector kind (None: score every page).
+
     Returns summarise()'s means plus "per_query" metrics, "relevant_ranks" (each relevant
-    page's rank, None when not in the top k), "search_seconds_per_query" and "skipped".
+    page's rank, None when not in the top k), "search_seconds_per_query", "pages_per_query"
+    (pages returned, at most k) and "skipped".
     """
     queries, qrels = load_set(set_dir)
     report = index.add([set_dir / "pdfs"], progress=progress)
     started = time.perf_counter()
-    rankings = index.search_many([q.text for q in queries], k=k)
+    rankings = index.search_many([q.text for q in queries], k=k, candidates=candidates)
     seconds = time.perf_counter() - started
     per_query, ranks = {}, {}
     for query, hits in zip(queries, rankings, strict=True):
@@ -84,6 +94,7 @@ def evaluate(index: Index, set_dir: Path, k: int = 10, progress: bool = False) -
     return {
         **summarise(per_query, {q.qid: q.type for q in queries}),
         "search_seconds_per_query": seconds / max(1, len(queries)),
+        "pages_per_query": sum(map(len, rankings)) / max(1, len(queries)),
         "skipped": report.skipped,
         "per_query": per_query,
         "relevant_ranks": ranks,
@@ -125,6 +136,60 @@ def summarise(per_query: dict[str, dict[str, float]], types: dict[str, str]) -> 
     for qid in per_query:
         by_type[types[qid]].append(qid)
     return {**mean(list(per_query)), "by_type": {t: mean(q) for t, q in sorted(by_type.items())}}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search configuration of `vdr eval --compare`, written "key=value[,key=value]":
+    candidates=N|all (first-stage pool per pooled vector kind), rerank=auto|qdrant|vdr."""
+
+    label: str
+    candidates: int | None = DEFAULT_CANDIDATES
+    rerank: str | None = None  # None: the index's own setting
+
+    @classmethod
+    def parse(cls, text: str) -> SearchConfig:
+        """A configuration from its text form; VdrError naming a setting that is not one.
+
+        >>> SearchConfig.parse("candidates=all,rerank=vdr")
+        SearchConfig(label='candidates=all,rerank=vdr', candidates=None, rerank='vdr')
+        """
+        config = cls(label=text)
+        for item in filter(None, text.split(",")):
+            key, _, value = item.partition("=")
+            if key == "candidates" and (value == "all" or (value.isdigit() and int(value) > 0)):
+                config = replace(config, candidates=None if value == "all" else int(value))
+            elif key == "rerank" and value in ("auto", "qdrant", "vdr"):
+                config = replace(config, rerank=value)
+            else:
+                raise VdrError(
+                    f"'{item}' in '{text}' is not a search setting: use candidates=N|all or "
+                    "rerank=auto|qdrant|vdr, joined by commas"
+                )
+        return config
+
+
+def format_comparison(results: dict[str, dict]) -> str:
+    """One row per configuration: every metric overall, nDCG@5 per query type, ms per query."""
+    types = sorted({t for r in results.values() for t in r["by_type"]})
+    width = max(16, *(len(label) + 2 for label in results))
+    header = (
+        f"{'configuration':<{width}}"
+        + "".join(f"{m:>11}" for m in METRICS)
+        + "".join(f"{t[:14] + ' @5':>18}" for t in types)
+        + f"{'ms/query':>10}"
+    )
+    lines = [header]
+    for label, r in results.items():
+        lines.append(
+            f"{label:<{width}}"
+            + "".join(f"{r[m]:>11.3f}" for m in METRICS)
+            + "".join(
+                f"{r['by_type'].get(t, {}).get('ndcg@5', float('nan')):>18.3f}" for t in types
+            )
+            + f"{r['search_seconds_per_query'] * 1000:>10.0f}"
+        )
+    return "\n".join(lines)
 
 
 def format_table(summary: dict) -> str:

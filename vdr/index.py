@@ -73,8 +73,7 @@ class Index:
         create: bool = True,
         rerank: str = "auto",
     ) -> None:
-        if rerank not in ("auto", "qdrant", "vdr"):
-            raise VdrError(f"rerank must be auto, qdrant or vdr, not {rerank!r}")
+        _check_rerank(rerank)
         self.path = Path(path).expanduser().absolute()
         if not create and not (self.path / MANIFEST).exists():
             raise NotFound(f"there is no index at '{self.path}'; build one with `vdr index`")
@@ -171,6 +170,14 @@ class Index:
         return search_many(
             self.embed_queries, self.store, queries, k, doc_ids, candidates, evidence
         )
+
+    def use_rerank(self, rerank: str) -> None:
+        """Switch who reranks ("auto", "qdrant" or "vdr", as in the constructor) from the next
+        search on; resident vectors held for the old setting are let go."""
+        _check_rerank(rerank)
+        with self._rerank_lock:
+            self.rerank, self._rerank_ready = rerank, False
+            self.store.resident = None
 
     def page(self, page_id: str) -> StoredPage:
         """A page's record with its full multi-vector."""
@@ -271,6 +278,11 @@ class Index:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, file)
         return manifest
+
+
+def _check_rerank(rerank: str) -> None:
+    if rerank not in ("auto", "qdrant", "vdr"):
+        raise VdrError(f"rerank must be auto, qdrant or vdr, not {rerank!r}")
 
 
 def choose_rerank(rerank: str, device: torch.device, resident_bytes: Callable[[], int]) -> str:
