@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from vdr.agree.report import agreement
 from vdr.agree.train import load_config
 from vdr.errors import VdrError
 
-from conftest import SAMPLES
+from conftest import REPO, SAMPLES
 
 
 def hot(shape: tuple[int, int], row: int, col: int) -> np.ndarray:
@@ -184,3 +185,14 @@ def test_config_from_toml_and_yaml(tmp_path: Path) -> None:
     write_lines(tmp_path / "local.toml", ['retriever = "r"', 'data = "d"', 'output_dir = "o"'])
     with pytest.raises(VdrError, match="annotations"):
         load_config(tmp_path / "local.toml")  # the default loss has a local term
+
+
+def test_the_readme_gpu_recipe_config_loads(tmp_path: Path) -> None:
+    (block,) = re.findall(r"```toml\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    config = load_config(write_lines(tmp_path / "agree-qwen25.toml", [block]))
+    assert (config.loss, config.lambda_, config.batch_size, config.epochs) == (
+        "global+cosine",
+        0.1,
+        128,
+        3,
+    )
