@@ -135,6 +135,8 @@ def test_teacher_map_is_the_mean_of_the_models_own_attentions(tiny: dict[str, Pa
         for n in (0, 1)
     ]
     assert np.allclose(everything, np.mean(per_layer, axis=0), atol=1e-6)
+    with pytest.raises(VdrError, match="no tokens"):
+        teacher.maps([""], [image])
 
 
 def config_file(tiny: dict[str, Path], out: Path, loss: str, **overrides: object) -> Path:
@@ -192,6 +194,13 @@ def test_trained_adapter_indexes_and_reports(tiny: dict[str, Path], tmp_path: Pa
     assert json.loads(run_cli(["index", str(SAMPLES), *index, "--quiet"]))["pages_in_index"] == 6
     hits = json.loads(run_cli(["search", "solar output", *index, "-k", "2"]))
     assert len(hits) == 2
+    evaluation = tmp_path / "set"  # `vdr eval` scores it like any other model
+    (evaluation / "pdfs").mkdir(parents=True)
+    (evaluation / "pdfs" / "solar_report.pdf").symlink_to(SAMPLES / "solar_report.pdf")
+    (evaluation / "queries.jsonl").write_text('{"qid": "q1", "text": "solar output"}\n')
+    (evaluation / "qrels.tsv").write_text("q1\tsolar_report\t1\t2\n")
+    scored = json.loads(run_cli(["eval", str(evaluation), *index]))
+    assert scored["n"] == 1 and 0 < scored["ndcg@10"] <= 1  # the set's page is in the index
     # the adapter is applied: its page vectors differ from the base model's
     image = Image.new("RGB", (300, 300), "white")
     page = Page(image=image, words=(), size=(300, 300))

@@ -127,19 +127,20 @@ class Teacher:
             image_positions, _, grid = patch_geometry(self.processor, _QWEN, batch, i)
             start = int(torch.nonzero(ids == vision_end_id).flatten()[-1]) + 1
             ends = torch.nonzero(ids == end_id).flatten()
-            end = int(ends[ends > start][0])
+            end = int(ends[ends >= start][0])
             if end == start:
                 raise VdrError(f"query {i} has no tokens")
-            spans.append((torch.arange(start, end), torch.as_tensor(image_positions), grid))
+            rows = torch.arange(start, end, device=self.device)
+            spans.append((rows, torch.as_tensor(image_positions, device=self.device), grid))
         sums = [torch.zeros(len(image), dtype=torch.float32) for _, image, _ in spans]
-        heads = torch.as_tensor(self.heads)
+        heads = torch.as_tensor(self.heads, device=self.device)
 
         def reduce(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
             weights = output[1]  # [batch, heads, seq, seq]
             if weights is None:
                 raise VdrError("the teacher returned no attention weights (eager attention off?)")
             for i, (rows, cols, _) in enumerate(spans):
-                block = weights[i, heads.to(weights.device)][:, rows][:, :, cols]
+                block = weights[i, heads][:, rows][:, :, cols]
                 sums[i] += block.float().mean(dim=(0, 1)).cpu()
 
         hooks = [

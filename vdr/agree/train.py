@@ -258,9 +258,13 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                 for i, pair in enumerate(batch_pairs):
                     positions, patch_index, grid = patch_geometry(processor, family, docs, i)
                     tokens = query_vectors[i][queries["attention_mask"][i].bool()]
-                    scores = student_map(tokens, doc_vectors[i, torch.as_tensor(positions)])
-                    student = torch.zeros(grid[0] * grid[1], device=scores.device)
-                    student = student.index_copy(0, torch.as_tensor(patch_index).long(), scores)
+                    device = doc_vectors.device
+                    patches = doc_vectors[i, torch.as_tensor(positions, device=device)]
+                    scores = student_map(tokens, patches)  # [n_patches] float32
+                    where = torch.as_tensor(patch_index, dtype=torch.long, device=device)
+                    student = torch.zeros(grid[0] * grid[1], device=device).index_copy(
+                        0, where, scores
+                    )
                     target = torch.as_tensor(targets[pair.id].target_on(grid)).flatten()
                     per_pair.append(local_loss(student, target))
                 terms["local"] = torch.stack(per_pair).mean()
