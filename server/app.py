@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import numpy as np
@@ -38,6 +38,11 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: int = Field(default=10, ge=1, le=MAX_K)
     doc: str | None = Field(default=None, description="restrict to this document id")
+    mode: Literal["hybrid", "late", "bm25"] = Field(
+        default="hybrid",
+        description="hybrid: MaxSim fused with BM25 over the page's words (default); late: "
+        "MaxSim only; bm25: the words only",
+    )
 
 
 class EvidenceOut(BaseModel):
@@ -155,7 +160,10 @@ def create_app(
             _check_id(request.doc, _DOC_ID, "document")
         started = time.perf_counter()
         hits = index.search(
-            request.query, k=request.k, doc_ids=[request.doc] if request.doc else None
+            request.query,
+            k=request.k,
+            doc_ids=[request.doc] if request.doc else None,
+            mode=request.mode,
         )
         took = (time.perf_counter() - started) * 1000
         words = list(index.query_words(request.query))

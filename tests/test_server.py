@@ -63,6 +63,12 @@ def test_search_returns_pages_words_and_evidence(api: httpx.Client) -> None:
     assert api.get(first["heatmap_url"]).headers["content-type"] == "image/png"
 
 
+@pytest.mark.parametrize("mode", ["hybrid", "late", "bm25"])
+def test_each_search_mode(api: httpx.Client, mode: str) -> None:
+    body = api.post("/search", json={"query": "brake pad replacement", "k": 3, "mode": mode}).json()
+    assert Path(body["results"][0]["doc_path"]).name == "bike_maintenance.pdf"
+
+
 def test_page_image_and_thumbnail(api: httpx.Client) -> None:
     page_id = top_page(api, "harbour dredging permit")["page_id"]
     full = Image.open(io.BytesIO(api.get(f"/pages/{page_id}/image").content))
@@ -131,6 +137,7 @@ def test_bad_uploads_are_refused(api: httpx.Client, content: bytes, words: str) 
         {"k": 3},
         {"query": "   "},
         {"query": "ok", "doc": "../x"},
+        {"query": "ok", "mode": "fuzzy"},
     ],
 )
 def test_bad_searches_answer_4xx(api: httpx.Client, body: dict) -> None:

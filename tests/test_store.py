@@ -257,3 +257,29 @@ def check_rerank_paths_agree(store: Store, resident: ResidentVectors) -> None:
 
 def test_our_rerank_gives_qdrants_results(store: Store) -> None:
     check_rerank_paths_agree(store, ResidentVectors(torch.device("cpu")))
+
+
+def worded_record(doc_id: str, page: int, text: str) -> PageRecord:
+    record = random_record(np.random.default_rng(page), doc_id, page, n_pages=4)
+    words = tuple(Word(text=w, box=(0.1, 0.1, 0.2, 0.2), block=0) for w in text.split())
+    return replace(record, words=words)
+
+
+def test_bm25_over_page_words(store: Store) -> None:
+    assert store.has_text
+    store.upsert(
+        [
+            worded_record("aaaa", 1, "harbour dredging permit granted for the harbour basin"),
+            worded_record("aaaa", 2, "quarterly generation per site in the harbour region"),
+            worded_record("bbbb", 1, "brake pads and chain maintenance for the harbour bike"),
+            worded_record("bbbb", 2, ""),  # a page without words
+        ]
+    )
+    hits = store.search_text("dredging permit", k=5)
+    assert [h.page_id for h in hits] == ["aaaa-1"]  # only it has the terms
+    # "harbour" is on three pages, "generation" on one: the rare term decides (Qdrant's IDF).
+    assert store.search_text("harbour generation", k=5)[0].page_id == "aaaa-2"
+    assert {h.doc_id for h in store.search_text("harbour", k=5, doc_ids=["bbbb"])} == {"bbbb"}
+    assert store.search_text("the and of", k=5) == []  # stop words only: nothing to match
+    scores = [h.score for h in store.search_text("harbour", k=5)]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True) and scores[0] > 0

@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--doc", action="append", metavar="DOC_ID", help="only this document (repeatable)"
     )
+    search.add_argument(
+        "--mode",
+        choices=("hybrid", "late", "bm25"),
+        default="hybrid",
+        help="hybrid: MaxSim fused with BM25 over the pages' words (default); late: MaxSim "
+        "only; bm25: the words only",
+    )
     search.set_defaults(run=_search)
 
     evaluate = command(
@@ -125,8 +132,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="CONFIG",
         help="evaluate each search configuration and print them side by side; a CONFIG is "
-        "key=value pairs joined by commas: candidates=N|all, rerank=auto|qdrant|vdr "
-        "(e.g. --compare candidates=50 candidates=200 candidates=all,rerank=vdr)",
+        "key=value pairs joined by commas: mode=hybrid|late|bm25, candidates=N|all, "
+        "rerank=auto|qdrant|vdr (e.g. --compare mode=late mode=bm25 mode=hybrid)",
     )
     evaluate.set_defaults(run=_eval)
 
@@ -221,7 +228,7 @@ def _index(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     with _open(args) as index:
-        hits = index.search(args.query, k=args.k, doc_ids=args.doc)
+        hits = index.search(args.query, k=args.k, doc_ids=args.doc, mode=args.mode)
     if args.json:
         print(json.dumps([hit_json(h) for h in hits], indent=1))
         return 0
@@ -268,7 +275,11 @@ def _eval(args: argparse.Namespace) -> int:
         for config in configs:
             index.use_rerank(config.rerank or args.rerank)
             results[config.label] = evaluate(
-                index, set_dir, progress=not args.json, candidates=config.candidates
+                index,
+                set_dir,
+                progress=not args.json,
+                candidates=config.candidates,
+                mode=config.mode,
             )
     if args.json:
         print(json.dumps(results if configs else result, indent=1))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vdr.errors import VdrError
-from vdr.search import DEFAULT_CANDIDATES
+from vdr.search import DEFAULT_CANDIDATES, DEFAULT_MODE, MODES
 
 if TYPE_CHECKING:
     from vdr.index import Index
@@ -71,10 +71,12 @@ def evaluate(
     k: int = 10,
     progress: bool = False,
     candidates: int | None = DEFAULT_CANDIDATES,
+    mode: str = DEFAULT_MODE,
 ) -> dict:
     """Index set_dir/pdfs (a no-op when done already), run every query, score the rankings.
 
     candidates: the first stage's pool size per pooled vector kind (None: score every page).
+    mode:       "hybrid", "late" or "bm25" (vdr.search.MODES).
 
     Returns summarise()'s means plus "per_query" metrics, "relevant_ranks" (each relevant
     page's rank, None when not in the top k), "search_seconds_per_query", "pages_per_query"
@@ -83,7 +85,7 @@ def evaluate(
     queries, qrels = load_set(set_dir)
     report = index.add([set_dir / "pdfs"], progress=progress)
     started = time.perf_counter()
-    rankings = index.search_many([q.text for q in queries], k=k, candidates=candidates)
+    rankings = index.search_many([q.text for q in queries], k=k, candidates=candidates, mode=mode)
     seconds = time.perf_counter() - started
     per_query, ranks = {}, {}
     for query, hits in zip(queries, rankings, strict=True):
@@ -141,9 +143,11 @@ def summarise(per_query: dict[str, dict[str, float]], types: dict[str, str]) -> 
 @dataclass(frozen=True)
 class SearchConfig:
     """One search configuration of `vdr eval --compare`, written "key=value[,key=value]":
-    candidates=N|all (first-stage pool per pooled vector kind), rerank=auto|qdrant|vdr."""
+    mode=hybrid|late|bm25, candidates=N|all (first-stage pool per pooled vector kind),
+    rerank=auto|qdrant|vdr."""
 
     label: str
+    mode: str = DEFAULT_MODE
     candidates: int | None = DEFAULT_CANDIDATES
     rerank: str | None = None  # None: the index's own setting
 
@@ -151,8 +155,8 @@ class SearchConfig:
     def parse(cls, text: str) -> SearchConfig:
         """A configuration from its text form; VdrError naming a setting that is not one.
 
-        >>> SearchConfig.parse("candidates=all,rerank=vdr")
-        SearchConfig(label='candidates=all,rerank=vdr', candidates=None, rerank='vdr')
+        >>> SearchConfig.parse("mode=late,candidates=all")
+        SearchConfig(label='mode=late,candidates=all', mode='late', candidates=None, rerank=None)
         """
         config = cls(label=text)
         for item in filter(None, text.split(",")):
@@ -161,10 +165,12 @@ class SearchConfig:
                 config = replace(config, candidates=None if value == "all" else int(value))
             elif key == "rerank" and value in ("auto", "qdrant", "vdr"):
                 config = replace(config, rerank=value)
+            elif key == "mode" and value in MODES:
+                config = replace(config, mode=value)
             else:
                 raise VdrError(
-                    f"'{item}' in '{text}' is not a search setting: use candidates=N|all or "
-                    "rerank=auto|qdrant|vdr, joined by commas"
+                    f"'{item}' in '{text}' is not a search setting: use mode=hybrid|late|bm25, "
+                    "candidates=N|all or rerank=auto|qdrant|vdr, joined by commas"
                 )
         return config
 

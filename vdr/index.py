@@ -30,7 +30,7 @@ from vdr.errors import IndexLocked, ModelMismatch, NotFound, VdrError
 from vdr.heatmap import SimilarityMaps, group_word_pieces, map_tokens, similarity_maps
 from vdr.indexer.pipeline import IndexReport, index_paths
 from vdr.page_images import PageImages
-from vdr.search import DEFAULT_CANDIDATES, search_many
+from vdr.search import DEFAULT_CANDIDATES, DEFAULT_MODE, search_many
 from vdr.store import Hit, IndexedDocument, StoredPage, open_store
 from vdr.store.resident import ResidentVectors
 
@@ -153,10 +153,11 @@ class Index:
         doc_ids: Sequence[str] | None = None,
         candidates: int | None = DEFAULT_CANDIDATES,
         evidence: bool = True,
+        mode: str = DEFAULT_MODE,
     ) -> list[Hit]:
         """Top k pages for `query`, best first, each with its evidence unless asked not to
-        (see vdr.search.search_many)."""
-        return self.search_many([query], k, doc_ids, candidates, evidence)[0]
+        (see vdr.search.search_many; mode: "hybrid", "late" or "bm25")."""
+        return self.search_many([query], k, doc_ids, candidates, evidence, mode)[0]
 
     def search_many(
         self,
@@ -165,10 +166,11 @@ class Index:
         doc_ids: Sequence[str] | None = None,
         candidates: int | None = DEFAULT_CANDIDATES,
         evidence: bool = False,
+        mode: str = DEFAULT_MODE,
     ) -> list[list[Hit]]:
         self._prepare_rerank()
         return search_many(
-            self.embed_queries, self.store, queries, k, doc_ids, candidates, evidence
+            self.embed_queries, self.store, queries, k, doc_ids, candidates, evidence, mode
         )
 
     def use_rerank(self, rerank: str) -> None:

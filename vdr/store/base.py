@@ -3,6 +3,7 @@
 A point is one page:
 - vector "full": the page's multi-vector (MaxSim, no HNSW): exact rerank and heatmaps;
 - vectors "rows" and "cols": its grid-pooled multi-vectors (MaxSim, HNSW): the first stage;
+- sparse vector "text": BM25 weights of its words (vdr.text_index; Qdrant applies the IDF);
 - payload: which document and page it is, its grid and patch map, its size and its words.
 """
 
@@ -21,11 +22,13 @@ import numpy as np
 from vdr.encoders.base import PageEmbedding
 from vdr.evidence import Evidence
 from vdr.pages import Word
+from vdr.text_index import page_vector, query_vector
 
 if TYPE_CHECKING:
     from vdr.store.resident import ResidentVectors
 
 FULL, ROWS, COLS = "full", "rows", "cols"
+TEXT = "text"
 # Payload keys that are indexed for filtering.
 KEYWORD_FIELDS = ("doc_id", "doc_path")
 # Payload keys read back for a search hit, and to list documents (vectors and words stay put).
@@ -242,6 +245,24 @@ class Store(ABC):
             }
         return ordered(self.resident.rerank(query, wanted, pool, doc_ids))[:k]
 
+    def search_text(self, text: str, k: int, doc_ids: Sequence[str] | None = None) -> list[Hit]:
+        """Top k pages by BM25 of their words against `text` (none when it has no terms).
+        VdrError-free: callers check has_text first."""
+        indices, values = query_vector(text)
+        if not indices:
+            return []
+        return ordered(self._search_text(indices, values, k + TIE_SLACK, doc_ids))[:k]
+
+    @property
+    @abstractmethod
+    def has_text(self) -> bool:
+        """Whether pages carry the BM25 "text" vector (indexes made before it did not)."""
+
+    @abstractmethod
+    def _search_text(
+        self, indices: list[int], values: list[float], k: int, doc_ids: Sequence[str] | None
+    ) -> list[Hit]: ...
+
     @abstractmethod
     def _search(
         self,
@@ -347,6 +368,11 @@ def documents_of(payloads: Sequence[dict[str, Any]]) -> list[IndexedDocument]:
             pages_indexed=(seen.pages_indexed if seen else 0) + 1,
         )
     return sorted(docs.values(), key=lambda d: d.doc_path)
+
+
+def text_vector_of(record: PageRecord) -> tuple[list[int], list[float]]:
+    """The page's BM25 "text" vector: (indices, values)."""
+    return page_vector(word.text for word in record.words)
 
 
 def vectors_of(embedding: PageEmbedding) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,14 @@ from qdrant_edge import (
     Distance,
     EdgeConfig,
     EdgeShard,
+    EdgeSparseVectorParams,
     EdgeVectorParams,
     FieldCondition,
     Filter,
     HnswIndexConfig,
     MatchAny,
     MatchValue,
+    Modifier,
     MultiVectorComparator,
     MultiVectorConfig,
     PayloadSchemaType,
@@ -25,6 +28,7 @@ from qdrant_edge import (
     Query,
     QueryRequest,
     ScrollRequest,
+    SparseVector,
     UpdateOperation,
 )
 
@@ -35,6 +39,7 @@ from vdr.store.base import (
     KEYWORD_FIELDS,
     ROWS,
     SCROLL_PAGE,
+    TEXT,
     Hit,
     PageRecord,
     Store,
@@ -43,6 +48,7 @@ from vdr.store.base import (
     payload_of,
     point_id_of,
     stored_page_of,
+    text_vector_of,
     vectors_of,
 )
 
@@ -69,15 +75,42 @@ class EdgeStore(Store):
                 self.shard.update(
                     UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword)
                 )
+        # Shards made before BM25 existed have no "text" vector; search says so when asked.
+        config = json.loads((folder / _CONFIG_FILE).read_text())
+        self._has_text = TEXT in (config.get("sparse_vectors") or {})
 
     def _upsert(self, records: Sequence[PageRecord]) -> None:
         points = [
-            Point(id=point_id_of(r.page_id), vector=vectors_of(r.embedding), payload=payload_of(r))
+            Point(id=point_id_of(r.page_id), vector=self._vectors(r), payload=payload_of(r))
             for r in records
         ]
         # Durable on return: the engine's write-ahead log survives a kill (flushing segments
         # on every write would cost ~0.1-0.2 s; close() flushes).
         self.shard.update(UpdateOperation.upsert_points(points))
+
+    def _vectors(self, record: PageRecord) -> dict[str, Any]:
+        vectors: dict[str, Any] = dict(vectors_of(record.embedding))
+        if self.has_text:
+            vectors[TEXT] = SparseVector(*text_vector_of(record))
+        return vectors
+
+    @property
+    def has_text(self) -> bool:
+        return self._has_text
+
+    def _search_text(
+        self, indices: list[int], values: list[float], k: int, doc_ids: Sequence[str] | None
+    ) -> list[Hit]:
+        points = self.shard.query(
+            QueryRequest(
+                query=Query.Nearest(SparseVector(indices, values), using=TEXT),
+                filter=_doc_filter(doc_ids) if doc_ids else None,
+                limit=k,
+                with_payload=HIT_FIELDS,
+                with_vector=False,
+            )
+        )
+        return [hit_of(p.payload, p.score) for p in points]
 
     def _delete_documents(self, doc_ids: Sequence[str]) -> None:
         self.shard.update(UpdateOperation.delete_points_by_filter(_doc_filter(doc_ids)))
@@ -172,7 +205,8 @@ def _config(dim: int) -> EdgeConfig:
             ),
             ROWS: EdgeVectorParams(size=dim, distance=Distance.Dot, multivector_config=maxsim),
             COLS: EdgeVectorParams(size=dim, distance=Distance.Dot, multivector_config=maxsim),
-        }
+        },
+        sparse_vectors={TEXT: EdgeSparseVectorParams(modifier=Modifier.Idf)},
     )
 
 

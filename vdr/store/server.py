@@ -20,6 +20,7 @@ from vdr.store.base import (
     KEYWORD_FIELDS,
     ROWS,
     SCROLL_PAGE,
+    TEXT,
     Hit,
     PageRecord,
     Store,
@@ -28,6 +29,7 @@ from vdr.store.base import (
     payload_of,
     point_id_of,
     stored_page_of,
+    text_vector_of,
     vectors_of,
 )
 
@@ -52,6 +54,9 @@ class ServerStore(Store):
             raise VdrError(f"cannot reach Qdrant at {url} ({error})") from error
         if not exists:
             self._create(dim)
+        # Collections made before BM25 existed have no "text" vector; search says so when asked.
+        sparse = self.client.get_collection(collection).config.params.sparse_vectors or {}
+        self._has_text = TEXT in sparse
 
     def _create(self, dim: int) -> None:
         maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
@@ -68,6 +73,7 @@ class ServerStore(Store):
                 ROWS: params(),
                 COLS: params(),
             },
+            sparse_vectors_config={TEXT: models.SparseVectorParams(modifier=models.Modifier.IDF)},
         )
         with warnings.catch_warnings():  # local mode warns that it ignores payload indexes
             warnings.simplefilter("ignore")
@@ -79,13 +85,36 @@ class ServerStore(Store):
     def _upsert(self, records: Sequence[PageRecord]) -> None:
         points = [
             models.PointStruct(
-                id=point_id_of(r.page_id),
-                vector={name: v.tolist() for name, v in vectors_of(r.embedding).items()},
-                payload=payload_of(r),
+                id=point_id_of(r.page_id), vector=self._vectors(r), payload=payload_of(r)
             )
             for r in records
         ]
         self.client.upsert(self.collection, points=points, wait=True)
+
+    def _vectors(self, record: PageRecord) -> dict[str, Any]:
+        vectors: dict[str, Any] = {n: v.tolist() for n, v in vectors_of(record.embedding).items()}
+        if self.has_text:
+            indices, values = text_vector_of(record)
+            vectors[TEXT] = models.SparseVector(indices=indices, values=values)
+        return vectors
+
+    @property
+    def has_text(self) -> bool:
+        return self._has_text
+
+    def _search_text(
+        self, indices: list[int], values: list[float], k: int, doc_ids: Sequence[str] | None
+    ) -> list[Hit]:
+        response = self.client.query_points(
+            self.collection,
+            query=models.SparseVector(indices=indices, values=values),
+            using=TEXT,
+            query_filter=_doc_filter(doc_ids) if doc_ids else None,
+            limit=k,
+            with_payload=HIT_FIELDS,
+            with_vectors=False,
+        )
+        return [hit_of(p.payload or {}, p.score) for p in response.points]
 
     def _delete_documents(self, doc_ids: Sequence[str]) -> None:
         self.client.delete(
