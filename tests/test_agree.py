@@ -231,3 +231,17 @@ def test_resume_continues_from_the_saved_step(tiny: dict[str, Path], tmp_path: P
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(VdrError, match="another config"):
         train(dataclasses.replace(config, learning_rate=0.5), progress=False)
+
+
+def test_pairs_without_annotations_are_named(tiny: dict[str, Path], tmp_path: Path) -> None:
+    extra = tmp_path / "more.jsonl"  # the same pairs and one more, on the same page image
+    extra.write_text(tiny["data"].read_text() + json.dumps({"query": "new", "image": "x.png"}))
+    for number in range(len(QUERIES)):
+        (tmp_path / f"page{number}.png").symlink_to(tiny["data"].parent / f"page{number}.png")
+    (tmp_path / "x.png").symlink_to(tiny["data"].parent / "page0.png")
+    config = load_config(config_file(tiny, tmp_path / "run", "global+cosine"))
+    with pytest.raises(VdrError, match="1 of 7 pairs have no annotation"):
+        train(dataclasses.replace(config, data=str(extra)), progress=False)
+    # the global loss alone needs none
+    alone = dataclasses.replace(config, loss="global", annotations=None, data=str(extra))
+    assert train(dataclasses.replace(alone, max_steps=1), progress=False).step == 1

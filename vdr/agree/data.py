@@ -10,8 +10,9 @@
 - A JSONL file: one {"query", "image"} per line; image is a path relative to the file (a PNG or
   JPEG, or a PDF with an optional 1-based "page", default 1).
 
-Every pair gets a stable id from its query and page, so annotation files keep their names
-whatever the order or the other pairs in the data.
+Every pair gets a stable id from its query and its page (the file's path as the data names it,
+relative to the folder or the JSONL file, and the page number), so annotation files keep their
+names whatever the order or the other pairs in the data, and when the data folder moves.
 """
 
 from __future__ import annotations
@@ -34,16 +35,18 @@ class Pair:
 
     source: absolute path of the page's image file, or of its PDF
     page:   1-based page number in a PDF; None for an image file
+    name:   the file as the data names it (relative to the data's folder); the id's part
     """
 
     query: str
     source: Path
-    page: int | None = None
+    page: int | None
+    name: str
 
     @property
     def id(self) -> str:
-        """16 hex characters from the query and the page: a file name that stays put."""
-        key = json.dumps([self.query, str(self.source), self.page])
+        """16 hex characters from the query, the file's name and the page."""
+        key = json.dumps([self.query, self.name, self.page])
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def image(self) -> Image.Image:
@@ -57,11 +60,17 @@ class Pair:
 
     def describe(self) -> dict[str, str | int | None]:
         """The pair as JSON-ready metadata (reloadable with `Pair.from_description`)."""
-        return {"query": self.query, "source": str(self.source), "page": self.page}
+        return {
+            "query": self.query,
+            "source": str(self.source),
+            "page": self.page,
+            "name": self.name,
+        }
 
     @classmethod
     def from_description(cls, description: dict) -> Pair:
-        return cls(description["query"], Path(description["source"]), description["page"])
+        source = Path(description["source"])
+        return cls(description["query"], source, description["page"], description["name"])
 
 
 def load_pairs(data: Path) -> list[Pair]:
@@ -85,7 +94,7 @@ def _jsonl_pairs(path: Path) -> list[Pair]:
             row = json.loads(line)
             source = (path.parent / row["image"]).absolute()
             page = int(row.get("page", 1)) if source.suffix.lower() == ".pdf" else None
-            pairs.append(Pair(str(row["query"]), source, page))
+            pairs.append(Pair(str(row["query"]), source, page, str(row["image"])))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise VdrError(
                 f"{path.name} line {number} is not a {{query, image}} pair ({error})"
@@ -119,7 +128,7 @@ def _folder_pairs(folder: Path) -> list[Pair]:
             if int(grade) <= 0:
                 continue
             source, page = _page_of(folder, place)
-            pairs.append(Pair(texts[qid], source, page))
+            pairs.append(Pair(texts[qid], source, page, source.relative_to(folder).as_posix()))
         except (KeyError, ValueError) as error:
             raise VdrError(f"qrels.tsv line {number} does not name a query and a page") from error
     return pairs

@@ -185,10 +185,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     from vdr.encoders.colpali import ColPaliEncoder, patch_geometry, resolve_checkpoint
 
-    out = Path(config.output_dir)
-    _claim(out, config)
     pairs = load_pairs(Path(config.data))
     targets = _targets(config, pairs)
+    out = Path(config.output_dir)
+    _claim(out, config)  # only once the data is known good: a failed start claims nothing
     checkpoint = resolve_checkpoint(config.retriever)
     if checkpoint.adapter is not None:
         raise VdrError(f"train from a base checkpoint; '{config.retriever}' is a LoRA adapter")
