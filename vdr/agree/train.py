@@ -24,6 +24,8 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from vdr.agree.losses import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOPK_FRACTION,
     LOCAL_LOSSES,
+    LocalLoss,
     local_loss_fn,
     student_map,
 )
@@ -183,7 +186,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     from colpali_engine.loss import ColbertPairwiseCELoss
     from peft import LoraConfig, get_peft_model
 
-    from vdr.encoders.colpali import ColPaliEncoder, patch_geometry, resolve_checkpoint
+    from vdr.encoders.colpali import ColPaliEncoder, resolve_checkpoint
 
     pairs = load_pairs(Path(config.data))
     targets = _targets(config, pairs)
@@ -230,55 +233,39 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         if config.local
         else None
     )
-    processor, family = encoder.processor, encoder.family
     # colpali-engine pads on the left; a left pad token attends to nothing (fully masked row),
     # comes out NaN, and NaN * 0 in the backward pass poisons every gradient. On the right,
     # pads only follow the real tokens, which (causal attention) come out exactly as unpadded.
-    processor.tokenizer.padding_side = "right"
-    image_token = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    encoder.processor.tokenizer.padding_side = "right"
+    batches = _Batches(pairs, targets, encoder, config.batch_size, config.seed, steps_per_epoch)
     last: dict[str, float] = {}
     started = time.perf_counter()
     with (
         tqdm(total=total, initial=step, disable=not progress, desc="train", unit="step") as bar,
         (out / LOG_FILE).open("a") as log_file,
     ):
-        while step < total:
-            epoch, position = divmod(step, steps_per_epoch)
-            order = _epoch_order(len(pairs), config.seed, epoch)
-            chunk = order[position * config.batch_size : (position + 1) * config.batch_size]
-            batch_pairs = [pairs[i] for i in chunk.tolist()]
-            queries = processor.process_queries([p.query for p in batch_pairs]).to(encoder.device)
-            docs = processor.process_images([p.image() for p in batch_pairs]).to(encoder.device)
-            docs.pop("labels", None)
+        for batch in batches.iterate(step, total):
+            queries, docs = batch.queries.to(encoder.device), batch.docs.to(encoder.device)
             query_vectors = model(**queries)  # [B, Lq, 128], padding rows zero
-            doc_vectors = model(**docs) * (docs["input_ids"] == image_token).unsqueeze(-1)
+            doc_vectors = model(**docs) * batch.image_mask.to(encoder.device).unsqueeze(-1)
             terms = {"global": global_loss(query_vectors, doc_vectors)}
             if local_loss is not None:
-                per_pair = []
-                for i, pair in enumerate(batch_pairs):
-                    positions, patch_index, grid = patch_geometry(processor, family, docs, i)
-                    tokens = query_vectors[i][queries["attention_mask"][i].bool()]
-                    device = doc_vectors.device
-                    patches = doc_vectors[i, torch.as_tensor(positions, device=device)]
-                    scores = student_map(tokens, patches)  # [n_patches] float32
-                    where = torch.as_tensor(patch_index, dtype=torch.long, device=device)
-                    student = torch.zeros(grid[0] * grid[1], device=device).index_copy(
-                        0, where, scores
-                    )
-                    target = torch.as_tensor(targets[pair.id].target_on(grid)).flatten()
-                    per_pair.append(local_loss(student, target))
-                terms["local"] = torch.stack(per_pair).mean()
+                query_mask = queries["attention_mask"].bool()
+                terms["local"] = _local_term(
+                    local_loss, batch, query_vectors, query_mask, doc_vectors
+                )
             loss = terms["global"] + config.lambda_ * terms.get("local", torch.zeros(()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            step += 1
+            step = batch.step + 1
             last = {name: value.item() for name, value in terms.items()} | {"loss": loss.item()}
             if not all(math.isfinite(value) for value in last.values()):
                 raise VdrError(f"the loss is not finite at step {step}: {last}")
             if step % config.log_every == 0 or step == total:
-                line = {"step": step, "epoch": epoch, **last, "lr": scheduler.get_last_lr()[0]}
+                line = {"step": step, "epoch": batch.epoch, **last}
+                line["lr"] = scheduler.get_last_lr()[0]
                 line["seconds"] = round(time.perf_counter() - started, 3)
                 log_file.write(json.dumps(line) + "\n")
                 log_file.flush()
@@ -291,6 +278,105 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     model.save_pretrained(str(adapter))
     log.info("step %d: adapter saved to %s", step, adapter)
     return TrainResult(step=step, started_at=started_at, adapter=adapter, last=last)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One step's inputs, made ready on the CPU.
+
+    queries, docs: the processor's outputs (CPU tensors); docs without "labels"
+    image_mask:    [B, L_doc] bool, the docs' image tokens (the only page vectors kept)
+    places:        per pair (positions [n] int64 of its patch tokens, patch_index [n] int64,
+                   grid); empty without a local loss
+    targets:       per pair, the teacher's map on that grid, [rows * cols] float32
+    """
+
+    step: int
+    epoch: int
+    queries: Any
+    docs: Any
+    image_mask: torch.Tensor
+    places: list[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]]
+    targets: list[torch.Tensor]
+
+
+class _Batches:
+    """The steps' batches in order, each prepared in a thread while the previous one trains:
+    decoding and resizing a batch of page images takes seconds a step, which would leave a GPU
+    idle. The thread is the only user of the processor while training runs (a fast tokenizer
+    shared between threads can fail with "Already borrowed")."""
+
+    def __init__(
+        self,
+        pairs: list[Pair],
+        targets: dict[str, Annotation],
+        encoder: Any,
+        batch_size: int,
+        seed: int,
+        steps_per_epoch: int,
+    ) -> None:
+        self.pairs, self.targets, self.encoder = pairs, targets, encoder
+        self.batch_size, self.seed, self.steps_per_epoch = batch_size, seed, steps_per_epoch
+
+    def iterate(self, start: int, stop: int) -> Iterator[_Batch]:
+        """Batches of steps start..stop-1."""
+        if start >= stop:
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.prepare, start)
+            for step in range(start, stop):
+                ready = pending.result()
+                if step + 1 < stop:
+                    pending = pool.submit(self.prepare, step + 1)
+                yield ready
+
+    def prepare(self, step: int) -> _Batch:
+        from vdr.encoders.colpali import patch_geometry
+
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = _epoch_order(len(self.pairs), self.seed, epoch)
+        chosen = order[position * self.batch_size : (position + 1) * self.batch_size]
+        pairs = [self.pairs[i] for i in chosen.tolist()]
+        processor, family = self.encoder.processor, self.encoder.family
+        queries = processor.process_queries([pair.query for pair in pairs])
+        docs = processor.process_images([pair.image() for pair in pairs])
+        docs.pop("labels", None)  # PaliGemma's processor adds them
+        image_token = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+        places, targets = [], []
+        if self.targets:
+            for i, pair in enumerate(pairs):
+                positions, patch_index, grid = patch_geometry(processor, family, docs, i)
+                places.append(
+                    (torch.as_tensor(positions), torch.as_tensor(patch_index).long(), grid)
+                )
+                targets.append(torch.as_tensor(self.targets[pair.id].target_on(grid)).flatten())
+        image_mask = docs["input_ids"] == image_token
+        return _Batch(step, epoch, queries, docs, image_mask, places, targets)
+
+
+def _local_term(
+    local_loss: LocalLoss,
+    batch: _Batch,
+    query_vectors: torch.Tensor,
+    query_mask: torch.Tensor,
+    doc_vectors: torch.Tensor,
+) -> torch.Tensor:
+    """The local loss averaged over the batch's pairs (each a positive pair).
+
+    query_vectors: [B, Lq, dim], query_mask [B, Lq] bool (the tokens that count in scoring)
+    doc_vectors:   [B, Ld, dim]
+    returns:       0-d float32 tensor, on the vectors' device
+    """
+    device = doc_vectors.device
+    per_pair = []
+    for i, ((positions, patch_index, grid), target) in enumerate(
+        zip(batch.places, batch.targets, strict=True)
+    ):
+        scores = student_map(query_vectors[i][query_mask[i]], doc_vectors[i, positions.to(device)])
+        student = torch.zeros(grid[0] * grid[1], device=device)
+        student = student.index_copy(0, patch_index.to(device), scores)  # grid order
+        per_pair.append(local_loss(student, target))
+    return torch.stack(per_pair).mean()
 
 
 def _targets(config: TrainConfig, pairs: list[Pair]) -> dict[str, Annotation]:
