@@ -105,12 +105,20 @@ def test_annotating_resumes_and_refuses_other_settings(
     assert "layers differ" in capsys.readouterr().err
 
 
-def test_teacher_map_is_the_mean_of_the_models_own_attentions(tiny: dict[str, Path]) -> None:
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl"])
+def test_teacher_map_is_the_mean_of_the_models_own_attentions(
+    tiny: dict[str, Path], tmp_path: Path, family: str
+) -> None:
     """The hooked reduction equals the attentions transformers returns, averaged by hand over
-    the chosen layers, heads and query tokens."""
+    the chosen layers, heads and query tokens; for both teacher families (the paper's is
+    Qwen2.5-VL)."""
+    if family == "qwen2-vl":
+        folder = tiny["teacher"]
+    else:
+        folder = tiny_models.build_tiny_teacher(tmp_path / "teacher", qwen2_5=True)
     image = Image.new("RGB", (300, 250), "white")
     query = QUERIES[0]
-    teacher = Teacher(str(tiny["teacher"]), layers=[-1], heads=[0, 2], max_image_tokens=64)
+    teacher = Teacher(str(folder), layers=[-1], heads=[0, 2], max_image_tokens=64)
     (mapped,) = teacher.maps([query], [image])
     batch = teacher.processor(
         text=[teacher.settings()["prompt"].format(query=query)], images=[image], return_tensors="pt"
@@ -129,9 +137,9 @@ def test_teacher_map_is_the_mean_of_the_models_own_attentions(tiny: dict[str, Pa
     assert mapped.size == len(columns)
     assert np.allclose(mapped.ravel(), by_hand.numpy(), atol=1e-6)
     # all layers and heads: the mean of the per-layer maps
-    everything = Teacher(str(tiny["teacher"]), max_image_tokens=64).maps([query], [image])[0]
+    everything = Teacher(str(folder), max_image_tokens=64).maps([query], [image])[0]
     per_layer = [
-        Teacher(str(tiny["teacher"]), layers=[n], max_image_tokens=64).maps([query], [image])[0]
+        Teacher(str(folder), layers=[n], max_image_tokens=64).maps([query], [image])[0]
         for n in (0, 1)
     ]
     assert np.allclose(everything, np.mean(per_layer, axis=0), atol=1e-6)
