@@ -54,8 +54,12 @@ def maxsim_cpu(
     offsets, mask = check_maxsim_inputs(queries, docs, doc_offsets, query_mask)
     n_queries, q_tokens, dim = queries.shape
     bounds = offsets.cpu().numpy()
-    flat = queries.reshape(-1, dim).to(device="cpu", dtype=torch.float32).contiguous()
-    best = np.zeros((n_queries * q_tokens, len(bounds) - 1), np.float32)
+    # Only the tokens the mask keeps are scored: padding rows would cost as much as real ones
+    # (and, being zero vectors, make every document token a candidate of the bf16 screen).
+    kept = mask.cpu().numpy().reshape(-1)
+    flat = queries.reshape(-1, dim).to(device="cpu", dtype=torch.float32)
+    flat = flat[torch.from_numpy(kept)].contiguous()
+    best = np.zeros((len(flat), len(bounds) - 1), np.float32)
     screen = native_bf16() if bf16_screen is None else bf16_screen
 
     def score_chunk(documents: tuple[int, int]) -> None:
@@ -78,9 +82,9 @@ def maxsim_cpu(
     else:
         for documents in chunks:  # torch's BLAS already uses every core
             score_chunk(documents)
-    per_token = best.reshape(n_queries, q_tokens, -1)
-    keep = mask.cpu().numpy()[:, :, None]
-    return torch.from_numpy(np.where(keep, per_token, 0.0).sum(axis=1, dtype=np.float32))
+    per_token = np.zeros((n_queries * q_tokens, len(bounds) - 1), np.float32)
+    per_token[kept] = best
+    return torch.from_numpy(per_token.reshape(n_queries, q_tokens, -1).sum(axis=1))
 
 
 @functools.cache
