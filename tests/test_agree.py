@@ -176,8 +176,12 @@ def log_lines(out: Path) -> list[dict]:
 @pytest.mark.parametrize("loss", LOSSES)
 def test_twenty_steps_with_each_loss(tiny: dict[str, Path], tmp_path: Path, loss: str) -> None:
     out = tmp_path / "run"
-    # global+topk also runs with gradient checkpointing, the GPU recipe's memory saver
-    extra = {"gradient_checkpointing": True} if loss == "global+topk" else {}
+    # global+topk also runs with gradient checkpointing (the GPU recipe's memory saver),
+    # global+kl with selective supervision (the local loss on the worse half of each batch)
+    extra = {
+        "global+topk": {"gradient_checkpointing": True},
+        "global+kl": {"selective_fraction": 0.5},
+    }.get(loss, {})
     summary = json.loads(run_cli(["train", str(config_file(tiny, out, loss, **extra)), "--quiet"]))
     assert summary["step"] == STEPS and summary["resumed_from"] == 0
     lines = log_lines(out)

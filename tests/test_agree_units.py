@@ -15,7 +15,7 @@ from PIL import Image
 
 from vdr.agree.data import Pair, load_pairs
 from vdr.agree.downsample import downsample
-from vdr.agree.losses import cosine_loss, kl_loss, student_map, topk_loss
+from vdr.agree.losses import cosine_loss, hardest_mean, kl_loss, student_map, topk_loss
 from vdr.agree.report import agreement
 from vdr.agree.train import load_config
 from vdr.errors import VdrError
@@ -105,6 +105,14 @@ def test_topk_loss_by_hand() -> None:
     assert float(topk_loss(student, target, 0.5, 1.0)) == pytest.approx(-math.log(7 / 10))
     # 10% of 4 patches rounds to 0: at least one positive, the teacher's top patch
     assert float(topk_loss(student, target, 0.1, 1.0)) == pytest.approx(-math.log(4 / 10))
+
+
+def test_selective_supervision_keeps_the_pairs_that_disagree_most() -> None:
+    losses = torch.tensor([0.1, 0.9, 0.5, 0.3])
+    assert float(hardest_mean(losses, 0.25)) == pytest.approx(0.9)
+    assert float(hardest_mean(losses, 0.5)) == pytest.approx(0.7)
+    assert float(hardest_mean(losses, 1.0)) == pytest.approx(0.45)
+    assert float(hardest_mean(losses, 0.01)) == pytest.approx(0.9)  # at least one pair
 
 
 def test_grounding_figures_by_hand() -> None:

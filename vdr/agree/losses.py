@@ -91,3 +91,16 @@ def local_loss_fn(name: str, temperature: float, topk_fraction: float) -> LocalL
     if name == "topk":
         return lambda student, target: topk_loss(student, target, topk_fraction, temperature)
     raise ValueError(f"unknown local loss '{name}'; expected one of {LOCAL_LOSSES}")
+
+
+def hardest_mean(losses: Tensor, fraction: float = 1.0) -> Tensor:
+    """Mean of the largest `fraction` of per-pair local losses (at least one): AGREE's selective
+    supervision (§7.5) supervises only the pairs whose maps disagree most with the teacher's.
+
+    losses: [B], one local loss per pair; returns a 0-d tensor
+
+    >>> round(float(hardest_mean(torch.tensor([0.1, 0.9, 0.5, 0.3]), 0.5)), 4)
+    0.7
+    """
+    k = max(1, round(fraction * losses.numel()))
+    return torch.topk(losses, k).values.mean()

@@ -40,6 +40,7 @@ from vdr.agree.losses import (
     DEFAULT_TOPK_FRACTION,
     LOCAL_LOSSES,
     LocalLoss,
+    hardest_mean,
     local_loss_fn,
     student_map,
 )
@@ -91,6 +92,9 @@ class TrainConfig:
                       [-1, 1]; the paper states none)
     topk_fraction:    share of the teacher's highest patches that are positives for topk
                       (paper: 0.1-0.2)
+    selective_fraction: apply the local loss only to this share of each batch's pairs, those
+                      whose maps disagree most with the teacher's (the paper's selective
+                      supervision, §7.5, keeps 0.25 of the samples; 1: every pair)
     normalize_scores: divide MaxSim scores by the query length in the global loss, as
                       colpali-engine's ColbertPairwiseCELoss does by default
     gradient_checkpointing: recompute activations in the backward pass (GPU memory for time)
@@ -118,6 +122,7 @@ class TrainConfig:
     lora_targets: str = COLPALI_LORA_TARGETS
     temperature: float = DEFAULT_TEMPERATURE
     topk_fraction: float = DEFAULT_TOPK_FRACTION
+    selective_fraction: float = 1.0
     normalize_scores: bool = True
     gradient_checkpointing: bool = False
     save_every: int = 500
@@ -132,6 +137,8 @@ class TrainConfig:
             raise VdrError(f"loss '{self.loss}' needs an annotations folder")
         if self.batch_size < 2:
             raise VdrError("batch_size must be at least 2: the negatives are the batch's pages")
+        if not 0 < self.selective_fraction <= 1:
+            raise VdrError("selective_fraction must be in (0, 1]")
         if min(self.epochs, self.save_every, self.log_every) < 1 or self.max_steps < 0:
             raise VdrError("epochs, save_every and log_every must be positive, max_steps >= 0")
 
@@ -251,9 +258,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             terms = {"global": global_loss(query_vectors, doc_vectors)}
             if local_loss is not None:
                 query_mask = queries["attention_mask"].bool()
-                terms["local"] = _local_term(
-                    local_loss, batch, query_vectors, query_mask, doc_vectors
-                )
+                per_pair = _local_terms(local_loss, batch, query_vectors, query_mask, doc_vectors)
+                terms["local"] = hardest_mean(per_pair, config.selective_fraction)
             loss = terms["global"] + config.lambda_ * terms.get("local", torch.zeros(()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -354,18 +360,18 @@ class _Batches:
         return _Batch(step, epoch, queries, docs, image_mask, places, targets)
 
 
-def _local_term(
+def _local_terms(
     local_loss: LocalLoss,
     batch: _Batch,
     query_vectors: torch.Tensor,
     query_mask: torch.Tensor,
     doc_vectors: torch.Tensor,
 ) -> torch.Tensor:
-    """The local loss averaged over the batch's pairs (each a positive pair).
+    """The local loss of each of the batch's pairs (each a positive pair).
 
     query_vectors: [B, Lq, dim], query_mask [B, Lq] bool (the tokens that count in scoring)
     doc_vectors:   [B, Ld, dim]
-    returns:       0-d float32 tensor, on the vectors' device
+    returns:       [B] float32, on the vectors' device
     """
     device = doc_vectors.device
     per_pair = []
@@ -376,7 +382,7 @@ def _local_term(
         student = torch.zeros(grid[0] * grid[1], device=device)
         student = student.index_copy(0, patch_index.to(device), scores)  # grid order
         per_pair.append(local_loss(student, target))
-    return torch.stack(per_pair).mean()
+    return torch.stack(per_pair)
 
 
 def _targets(config: TrainConfig, pairs: list[Pair]) -> dict[str, Annotation]:
