@@ -72,6 +72,7 @@ def _annotate(args: argparse.Namespace) -> int:
     from vdr.agree.annotate import annotate, retriever_grid
     from vdr.agree.data import load_pairs
     from vdr.agree.teacher import Teacher
+    from vdr.encoders import canonical_name
 
     pairs = load_pairs(Path(args.data))
     teacher = Teacher(
@@ -82,7 +83,7 @@ def _annotate(args: argparse.Namespace) -> int:
         teacher,
         retriever_grid(args.grid_from),
         Path(args.out),
-        grid_from=args.grid_from,
+        grid_from=canonical_name(args.grid_from),  # the same folder however it is written
         batch_size=args.batch_size,
         progress=not (args.quiet or args.json),
     )
