@@ -96,19 +96,20 @@ def settle_maxima(
     bound:  bf16_error_bound(dim)
     best:   [rows, n_docs] float32 out; empty documents are left as they are.
     """
+    keys = np.empty(sims.shape[1], np.int16)
     for r in range(sims.shape[0]):
+        for j in range(sims.shape[1]):  # the row's keys at once: one tight, vectorised loop
+            keys[j] = _order_key(sims[r, j])
         for s in range(len(bounds) - 1):
             start, stop = bounds[s], bounds[s + 1]
             if start == stop:
                 continue
-            top = np.int16(-32768)
-            for j in range(start, stop):
-                top = max(top, _order_key(sims[r, j]))
+            top = keys[start:stop].max()
             floor = _key_to_float(top) - 2 * bound * query_norms[r] * doc_norms[s]
             floor_key = _key_at_most(floor)
             exact = np.float32(-np.inf)
             for j in range(start, stop):
-                if _order_key(sims[r, j]) >= floor_key:
+                if keys[j] >= floor_key:
                     dot = np.float32(0.0)
                     for k in range(docs.shape[1]):
                         dot += queries[r, k] * docs[j, k]

@@ -18,6 +18,7 @@ Nothing larger than one chunk's similarities is held: q_tokens x CHUNK_TOKENS va
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -122,19 +123,30 @@ def _screened_maxima(
     from vdr.kernels.bf16_screen import bf16_bits_and_norms, bf16_error_bound, settle_maxima
 
     docs = chunk.numpy()
-    bits = np.empty(docs.shape, np.uint16)
+    n, dim = docs.shape
+    rows = len(queries)
+    bits = _scratch("bits", n * dim).reshape(n, dim)
     doc_norms = np.empty(len(segments) - 1, np.float32)
-    bf16_bits_and_norms(docs, segments, bits, doc_norms)
-    sims = queries.to(torch.bfloat16) @ torch.from_numpy(bits).view(torch.bfloat16).T
-    query_norms = torch.linalg.vector_norm(queries, dim=1).numpy() * np.float32(1 + 1e-5)
-    bound = bf16_error_bound(docs.shape[1])
-    settle_maxima(
-        sims.view(torch.int16).numpy(),
-        segments,
-        queries.numpy(),
-        docs,
-        query_norms,
-        doc_norms,
-        bound,
-        best,
+    bf16_bits_and_norms(docs, segments, bits.view(np.uint16), doc_norms)
+    sims = _scratch("sims", rows * n).reshape(rows, n)  # bf16 bits of the product
+    torch.matmul(
+        queries.to(torch.bfloat16),
+        torch.from_numpy(bits).view(torch.bfloat16).T,
+        out=torch.from_numpy(sims).view(torch.bfloat16),
     )
+    query_norms = torch.linalg.vector_norm(queries, dim=1).numpy() * np.float32(1 + 1e-5)
+    bound = bf16_error_bound(dim)
+    settle_maxima(sims, segments, queries.numpy(), docs, query_norms, doc_norms, bound, best)
+
+
+_thread_scratch = threading.local()
+
+
+def _scratch(name: str, size: int) -> np.ndarray:
+    """A per-thread int16 buffer of `size` elements, reused from chunk to chunk: a fresh 16 MB
+    array per chunk costs its page faults again every time (~1 ms)."""
+    buffer = getattr(_thread_scratch, name, None)
+    if buffer is None or len(buffer) < size:
+        buffer = np.empty(size, np.int16)
+        setattr(_thread_scratch, name, buffer)
+    return buffer[:size]
