@@ -127,6 +127,9 @@ class Store(ABC):
         self._pages_lock = threading.Lock()
         # Set by keep_resident: searches then rerank with our kernels instead of Qdrant's.
         self.resident: ResidentVectors | None = None
+        # Whether pages carry the BM25 "text" vector (indexes made before it did not); each
+        # backend reads it from its collection's configuration.
+        self.has_text = False
 
     def upsert(self, records: Sequence[PageRecord]) -> None:
         """Insert or replace pages (same page id -> same point), durably on return."""
@@ -247,16 +250,11 @@ class Store(ABC):
 
     def search_text(self, text: str, k: int, doc_ids: Sequence[str] | None = None) -> list[Hit]:
         """Top k pages by BM25 of their words against `text` (none when it has no terms).
-        VdrError-free: callers check has_text first."""
+        Callers check has_text first: an index made before BM25 has no text vectors."""
         indices, values = query_vector(text)
         if not indices:
             return []
         return ordered(self._search_text(indices, values, k + TIE_SLACK, doc_ids))[:k]
-
-    @property
-    @abstractmethod
-    def has_text(self) -> bool:
-        """Whether pages carry the BM25 "text" vector (indexes made before it did not)."""
 
     @abstractmethod
     def _search_text(

@@ -77,7 +77,7 @@ class EdgeStore(Store):
                 )
         # Shards made before BM25 existed have no "text" vector; search says so when asked.
         config = json.loads((folder / _CONFIG_FILE).read_text())
-        self._has_text = TEXT in (config.get("sparse_vectors") or {})
+        self.has_text = TEXT in (config.get("sparse_vectors") or {})
 
     def _upsert(self, records: Sequence[PageRecord]) -> None:
         points = [
@@ -93,10 +93,6 @@ class EdgeStore(Store):
         if self.has_text:
             vectors[TEXT] = SparseVector(*text_vector_of(record))
         return vectors
-
-    @property
-    def has_text(self) -> bool:
-        return self._has_text
 
     def _search_text(
         self, indices: list[int], values: list[float], k: int, doc_ids: Sequence[str] | None

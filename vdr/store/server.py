@@ -56,7 +56,7 @@ class ServerStore(Store):
             self._create(dim)
         # Collections made before BM25 existed have no "text" vector; search says so when asked.
         sparse = self.client.get_collection(collection).config.params.sparse_vectors or {}
-        self._has_text = TEXT in sparse
+        self.has_text = TEXT in sparse
 
     def _create(self, dim: int) -> None:
         maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
@@ -97,10 +97,6 @@ class ServerStore(Store):
             indices, values = text_vector_of(record)
             vectors[TEXT] = models.SparseVector(indices=indices, values=values)
         return vectors
-
-    @property
-    def has_text(self) -> bool:
-        return self._has_text
 
     def _search_text(
         self, indices: list[int], values: list[float], k: int, doc_ids: Sequence[str] | None
