@@ -231,6 +231,15 @@ def test_index_in_use_by_another_process(built: Path) -> None:
     assert_one_sentence_error(result, "in use by another vdr process")
 
 
+def test_a_served_index_says_where_its_server_is(built: Path) -> None:
+    with Index(built) as index:
+        index.announce_server("http://127.0.0.1:8765")  # what `vdr serve` does once it holds it
+        for command in (["search", "permit"], ["index", str(REPO / "samples" / "pdfs")]):
+            result = run_cli(*command, "--index", str(built))
+            assert_one_sentence_error(result, "is served by `vdr serve` at http://127.0.0.1:8765")
+            assert "POST http://127.0.0.1:8765/search" in result.stderr
+
+
 def test_model_mismatch_is_refused(built: Path) -> None:
     manifest = json.loads((built / "vdr.json").read_text())
     (built / "vdr.json").write_text(json.dumps({**manifest, "model": "vidore/colqwen2.5-v0.2"}))

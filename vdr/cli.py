@@ -382,7 +382,9 @@ def _serve(args: argparse.Namespace) -> int:
     with _open(args, create=True) as index:
         index.encoder  # load the model now, not on the first search  # noqa: B018
         app = create_app(index, os.environ.get("VDR_API_KEY"), args.max_upload_mb)
-        print(f"vdr serving {index.path} on http://{args.host}:{args.port}", file=sys.stderr)
+        url = f"http://{args.host}:{args.port}"
+        index.announce_server(url)
+        print(f"vdr serving {index.path} on {url}", file=sys.stderr)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

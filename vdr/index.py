@@ -173,6 +173,11 @@ class Index:
             self.embed_queries, self.store, queries, k, doc_ids, candidates, evidence, mode
         )
 
+    def announce_server(self, url: str) -> None:
+        """Record that `vdr serve` at `url` holds this index, so that another vdr command on it
+        says where to go rather than only that it is busy."""
+        _write_holder(self._lock, url)
+
     def use_rerank(self, rerank: str) -> None:
         """Switch who reranks ("auto", "qdrant" or "vdr", as in the constructor) from the next
         search on; resident vectors held for the old setting are let go."""
@@ -312,20 +317,31 @@ def choose_rerank(rerank: str, device: torch.device, resident_bytes: Callable[[]
 
 def _lock(folder: Path) -> TextIO:
     """An exclusive lock on the index folder, held until the returned file is closed;
-    IndexLocked naming the holder's pid when another process has it."""
+    IndexLocked naming the holder (its pid, and its URL when it is `vdr serve`) otherwise."""
     handle = (folder / "lock").open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "unknown"
+        pid, _, url = handle.read().strip().partition(" ")
         handle.close()
+        if url:
+            raise IndexLocked(
+                f"the index at '{folder}' is served by `vdr serve` at {url} (pid {pid}): "
+                f"search it there (POST {url}/search, or the web page), add or remove PDFs "
+                f"with {url}/documents, or stop the server to use it from here"
+            ) from None
         raise IndexLocked(
-            f"the index at '{folder}' is in use by another vdr process (pid {holder}); "
+            f"the index at '{folder}' is in use by another vdr process (pid {pid or 'unknown'}); "
             "wait for it to finish"
         ) from None
+    _write_holder(handle)
+    return handle
+
+
+def _write_holder(handle: TextIO, url: str = "") -> None:
+    """Say in the lock file who holds the index: this pid, and the URL it serves, if any."""
     handle.seek(0)
     handle.truncate()
-    handle.write(str(os.getpid()))
+    handle.write(f"{os.getpid()} {url}".strip())
     handle.flush()
-    return handle
