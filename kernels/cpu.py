@@ -11,8 +11,9 @@ The product is where the time goes (2 x q_tokens x dim flops per document token)
   the result is a float32 dot product of the inputs, as in the float32 path.
 - float32 elsewhere: torch's BLAS product, then np.maximum.reduceat over each document's columns.
 
-Nothing larger than one chunk's similarities is held: q_tokens x CHUNK_TOKENS values
-(32 x 65,536 x 4 bytes = 8 MB). Inputs must be finite.
+Nothing larger than one chunk's similarities is held: kept query tokens x CHUNK_TOKENS values
+for float32 (32 x 65,536 x 4 bytes = 8 MB), ~SCREEN_PRODUCT_VALUES per core for the screen.
+Masked query tokens are not scored. Inputs must be finite.
 """
 
 from __future__ import annotations
