@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import subprocess
 import xml.etree.ElementTree as ET
@@ -16,6 +18,12 @@ from vdr.errors import BadDocument, VdrError
 from vdr.pages import Word
 
 RENDER_DPI = 150
+# Safe limits, each a setting (environment variable) for the rare collection that needs more:
+# pages per document (a 10,000-page scan would hold the index for hours), and pixels per
+# rendered page (a 20,000 x 20,000 pt poster at 150 dpi would be 1.7 billion pixels, ~5 GB):
+# larger pages are rendered at the dpi that fits.
+MAX_PAGES = int(os.environ.get("VDR_MAX_PAGES", "5000"))
+MAX_PAGE_PIXELS = int(os.environ.get("VDR_MAX_PAGE_PIXELS", str(50_000_000)))
 # A damaged file can send poppler into a long loop; nothing healthy takes this long per call.
 POPPLER_TIMEOUT_S = 120
 _XHTML = "{http://www.w3.org/1999/xhtml}"
@@ -56,7 +64,24 @@ def check_pdf(path: Path) -> int:
     pages = int(info.get("Pages", 0))
     if pages < 1:
         raise BadDocument("the PDF has no pages")
+    if pages > MAX_PAGES:
+        raise BadDocument(
+            f"it has {pages:,} pages, more than the limit of {MAX_PAGES:,} (VDR_MAX_PAGES)"
+        )
     return pages
+
+
+def fitting_dpi(sizes: list[tuple[float, float]], dpi: float) -> float:
+    """`dpi`, or less where a page of these sizes (points) would pass MAX_PAGE_PIXELS.
+
+    >>> fitting_dpi([(612, 792)], 150), fitting_dpi([(20_000, 20_000)], 150)
+    (150, 25.4)
+    """
+    largest = max(w * h for w, h in sizes) / 72**2  # square inches
+    if largest <= 0:
+        return dpi
+    # Rounded down: poppler rounds each side's pixel count up.
+    return min(dpi, math.floor(10 * math.sqrt(MAX_PAGE_PIXELS / largest) * 0.999) / 10)
 
 
 def read_text_layer(path: Path) -> list[PageText]:
@@ -102,7 +127,7 @@ def read_text_layer(path: Path) -> list[PageText]:
     return pages
 
 
-def render_pages(path: Path, first: int, last: int, dpi: int = RENDER_DPI) -> list[Image.Image]:
+def render_pages(path: Path, first: int, last: int, dpi: float = RENDER_DPI) -> list[Image.Image]:
     """RGB renderings of pages first..last (1-based, inclusive) at `dpi`."""
     try:
         images = convert_from_path(

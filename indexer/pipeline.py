@@ -16,13 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
 from vdr.encoders.base import Encoder
 from vdr.errors import BadDocument
 from vdr.indexer.discover import content_id, discover, is_under
 from vdr.indexer.ocr import OCR_DPI, ocr_words
-from vdr.indexer.pdf import check_pdf, read_text_layer, render_pages
+from vdr.indexer.pdf import RENDER_DPI, check_pdf, fitting_dpi, read_text_layer, render_pages
 from vdr.page_images import PageImages
 from vdr.pages import Page
 from vdr.pooling import pool_tokens
@@ -152,20 +153,25 @@ def _index_document(
         (first, min(n_pages, first + PAGES_PER_CHUNK - 1))
         for first in range(1, n_pages + 1, PAGES_PER_CHUNK)
     ]
+
+    def render(first: int, last: int, dpi: float = RENDER_DPI) -> list[Image.Image]:
+        sizes = [texts[number - 1].size for number in range(first, last + 1)]
+        return render_pages(path, first, last, dpi=fitting_dpi(sizes, dpi))
+
     # Render the next chunk (a pdftoppm process) while this one is encoded.
     with ThreadPoolExecutor(max_workers=1) as renderer:
-        rendering = renderer.submit(render_pages, path, *chunks[0])
+        rendering = renderer.submit(render, *chunks[0])
         for number, (first, last) in enumerate(chunks):
             rendered = rendering.result()
             if number + 1 < len(chunks):
-                rendering = renderer.submit(render_pages, path, *chunks[number + 1])
+                rendering = renderer.submit(render, *chunks[number + 1])
             pages = []
             for page_number, image in zip(range(first, last + 1), rendered, strict=True):
                 text = texts[page_number - 1]
                 words = text.words
                 if not words and ocr and encoder.uses_words:
                     # OCR reads small print better at 300 dpi than at the 150 dpi view.
-                    (sharp,) = render_pages(path, page_number, page_number, dpi=OCR_DPI)
+                    (sharp,) = render(page_number, page_number, dpi=OCR_DPI)
                     words = ocr_words(sharp)
                 pages.append(Page(image=image, words=words, size=text.size))
             records = [

@@ -17,6 +17,7 @@ from reportlab.pdfgen.canvas import Canvas
 
 from vdr import Index
 from vdr.encoders.textgrid import TextGridEncoder
+from vdr.indexer import pdf
 from vdr.indexer.pipeline import index_paths
 from vdr.page_images import PageImages
 from vdr.store import Store
@@ -180,6 +181,37 @@ def test_bad_files_are_named_with_reasons_and_the_rest_indexed(index: Index, sam
         Path(p).name for p in report.added
     }
     assert {n for n, _ in page_set(index.store)} >= {"solar_report.pdf", "bike_maintenance.pdf"}
+
+
+def test_a_giant_page_is_rendered_within_the_pixel_limit(index: Index, tmp_path: Path) -> None:
+    """A 20,000 x 20,000 pt poster would be 1.7 billion pixels at 150 dpi: it is rendered at
+    the dpi that fits MAX_PAGE_PIXELS, quickly, and is found by its words."""
+    folder = tmp_path / "posters"
+    folder.mkdir()
+    make_pdf(
+        folder / "poster.pdf",
+        [[("Giant harbour poster about lighthouse keepers", 1000, 1000, 600)]],
+        size=(20_000, 20_000),
+    )
+    started = time.perf_counter()
+    report = index.add([folder])
+    assert report.skipped == [] and len(report.added) == 1
+    assert time.perf_counter() - started < 60
+    (hit,) = index.search("lighthouse keepers poster", k=1)
+    width, height = index.page_image(hit.page_id).size
+    assert width * height <= pdf.MAX_PAGE_PIXELS and width > 1000
+
+
+def test_documents_over_the_page_limit_are_named(
+    index: Index, samples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pdf, "MAX_PAGES", 2)  # solar_report.pdf has 3 pages
+    report = index.add([samples])
+    reasons = {Path(path).name: reason for path, reason in report.skipped}
+    assert reasons == {
+        "solar_report.pdf": "it has 3 pages, more than the limit of 2 (VDR_MAX_PAGES)"
+    }
+    assert {Path(p).name for p in report.added} == {"bike_maintenance.pdf", "scanned_letter.pdf"}
 
 
 def test_missing_path_is_an_error(index: Index, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from vdr.errors import BadDocument
 from vdr.index import Index
 from vdr.indexer.discover import content_id
-from vdr.indexer.pdf import render_pages
+from vdr.indexer.pdf import RENDER_DPI, fitting_dpi, render_pages
 from vdr.page_images import SUFFIX
 from vdr.store.base import page_id_of
 
@@ -113,7 +113,8 @@ def repair(index: Index, checkup: Checkup) -> Repairs:
             done.unrepaired[page_id] = f"'{page.doc_path}' is gone or changed"
             continue
         try:
-            (image,) = render_pages(path, page.page, page.page)
+            dpi = fitting_dpi([page.size], RENDER_DPI)
+            (image,) = render_pages(path, page.page, page.page, dpi=dpi)
         except BadDocument as error:
             done.unrepaired[page_id] = str(error)
             continue
