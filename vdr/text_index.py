@@ -14,8 +14,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-import numpy as np
-
 K1, B = 1.2, 0.75
 # Words per page the length normalisation takes as average; fixed, since Qdrant keeps no
 # per-field length statistics (the dev set's 314 pages average ~330 terms).
@@ -59,9 +57,3 @@ def query_vector(text: str) -> tuple[list[int], list[float]]:
     """(indices, values) of a query: each distinct term once, weight 1."""
     indices = sorted({term_id(t) for t in terms(text)})
     return indices, [1.0] * len(indices)
-
-
-def min_max(scores: np.ndarray) -> np.ndarray:
-    """Scores mapped onto [0, 1] (all 1 when they are all equal)."""
-    low, high = float(scores.min()), float(scores.max())
-    return np.ones_like(scores) if high == low else (scores - low) / (high - low)
