@@ -168,6 +168,14 @@ def test_bad_files_are_named_with_reasons_and_the_rest_indexed(index: Index, sam
     locked.save()
     explicit_text = samples.parent / "readme.txt"
     explicit_text.write_text("plain text")
+    # A "PDF bomb": 200,000 nested arrays in the catalog, which recursive parsers overflow on.
+    nesting = "[" * 200_000 + "]" * 200_000
+    (samples / "nested.pdf").write_text(
+        f"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R /Bomb {nesting} >> endobj\n"
+        "2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n"
+        "3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >> endobj\n"
+        "trailer << /Root 1 0 R >>\n%%EOF\n"
+    )
 
     report = index.add([samples, explicit_text])
     reasons = {Path(path).name: reason for path, reason in report.skipped}
@@ -175,8 +183,10 @@ def test_bad_files_are_named_with_reasons_and_the_rest_indexed(index: Index, sam
     assert "not a PDF" in reasons["notes.pdf"] and "not a PDF" in reasons["readme.txt"]
     assert "corrupt" in reasons["corrupt.pdf"]
     assert "encrypted" in reasons["locked.pdf"]
-    # A truncated file is either repaired by poppler and indexed, or named: never lost silently.
-    assert "truncated.pdf" in reasons or any(p.endswith("truncated.pdf") for p in report.added)
+    # A truncated file or the bomb is either repaired by poppler and indexed (the bomb as its one
+    # blank page), or named: never lost silently, and the run goes on.
+    for name in ("truncated.pdf", "nested.pdf"):
+        assert name in reasons or any(p.endswith(name) for p in report.added), name
     assert {"bike_maintenance.pdf", "scanned_letter.pdf", "solar_report.pdf"} <= {
         Path(p).name for p in report.added
     }
@@ -193,10 +203,8 @@ def test_a_giant_page_is_rendered_within_the_pixel_limit(index: Index, tmp_path:
         [[("Giant harbour poster about lighthouse keepers", 1000, 1000, 600)]],
         size=(20_000, 20_000),
     )
-    started = time.perf_counter()
     report = index.add([folder])
     assert report.skipped == [] and len(report.added) == 1
-    assert time.perf_counter() - started < 60
     (hit,) = index.search("lighthouse keepers poster", k=1)
     width, height = index.page_image(hit.page_id).size
     assert width * height <= pdf.MAX_PAGE_PIXELS and width > 1000
