@@ -138,7 +138,8 @@ class Store(ABC):
         self._forget(lambda page: page.page_id in written)
         if self.resident is not None:
             self.resident.put(
-                (hit_of(payload_of(r), 0.0), vectors_of(r.embedding)[FULL]) for r in records
+                (Hit(r.page_id, r.doc_id, r.doc_path, r.page, 0.0), full_vector_of(r.embedding))
+                for r in records
             )
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
@@ -373,6 +374,14 @@ def text_vector_of(record: PageRecord) -> tuple[list[int], list[float]]:
     return page_vector(word.text for word in record.words)
 
 
+def full_vector_of(embedding: PageEmbedding) -> np.ndarray:
+    """The page's "full" multi-vector as stored: its vectors, or one zero vector for a blank
+    page (Qdrant refuses an empty multi-vector)."""
+    if len(embedding.vectors):
+        return embedding.vectors
+    return np.zeros((1, embedding.vectors.shape[-1]), np.float32)
+
+
 def vectors_of(embedding: PageEmbedding) -> dict[str, np.ndarray]:
     """The three named multi-vectors of a page's point, checked before they reach Qdrant.
 
@@ -382,8 +391,7 @@ def vectors_of(embedding: PageEmbedding) -> dict[str, np.ndarray]:
     from vdr.pooling import pool_rows_cols
 
     rows, cols = pool_rows_cols(embedding)
-    full = embedding.vectors if len(embedding.vectors) else rows  # rows is one zero vector then
-    named = {FULL: full, ROWS: rows, COLS: cols}
+    named = {FULL: full_vector_of(embedding), ROWS: rows, COLS: cols}
     for name, vectors in named.items():
         if vectors.ndim != 2 or not len(vectors) or not np.isfinite(vectors).all():
             raise ValueError(
