@@ -283,6 +283,11 @@ class Store(ABC):
         """Number of pages."""
 
     @abstractmethod
+    def optimize(self) -> None:
+        """Build the search structures a large collection needs (HNSW graphs on the pooled
+        vectors) now, rather than scanning on every query."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release files and connections."""
 

@@ -184,6 +184,11 @@ class EdgeStore(Store):
     def count(self) -> int:
         return int(self.shard.count(CountRequest(exact=True)))
 
+    def optimize(self) -> None:
+        # Qdrant Edge has no background optimizer: segments stay plain (every first-stage query
+        # a scan) until asked to merge them and build their HNSW graphs.
+        self.shard.optimize()
+
     def close(self) -> None:
         self.shard.close()
 

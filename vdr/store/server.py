@@ -200,6 +200,9 @@ class ServerStore(Store):
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
 
+    def optimize(self) -> None:
+        """Nothing to do: a Qdrant server's own optimizer builds HNSW graphs in the background."""
+
     def close(self) -> None:
         self.client.close()
 
