@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdr.errors import VdrError
+from vdr.storage import DEFAULT_STORAGE, STORAGES
 
 if TYPE_CHECKING:
     from vdr.doctor import Checkup
@@ -28,6 +29,10 @@ DEFAULT_INDEX = ".vdr-index"
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 RERANKS = ("auto", "qdrant", "vdr")
 POOL_HELP = "keep ~1/N of each page's vectors by hierarchical token pooling (new index only)"
+STORAGE_HELP = (
+    "how vectors are kept on disk (new index only): float32 (default), float16, int8 (8-bit, "
+    "4x smaller) or binary (1-bit copy in RAM, rescored with float32)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("paths", nargs="+", metavar="PATH")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--pool-factor", type=int, metavar="N", help=POOL_HELP)
+    index.add_argument("--storage", choices=STORAGES, help=STORAGE_HELP)
     index.set_defaults(run=_index)
 
     search = command("search", "Search indexed pages by text.")
@@ -127,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("set_dir", metavar="SET_DIR")
     evaluate.add_argument("--pool-factor", type=int, metavar="N", help=POOL_HELP)
+    evaluate.add_argument("--storage", choices=STORAGES, help=STORAGE_HELP)
     evaluate.add_argument(
         "--compare",
         nargs="+",
@@ -191,6 +198,7 @@ def _open(args: argparse.Namespace, folder: Path | None = None, create: bool = F
         dtype=args.dtype,
         batch_size=args.batch_size,
         pool_factor=getattr(args, "pool_factor", None),
+        storage=getattr(args, "storage", None),
         qdrant_api_key=os.environ.get("VDR_QDRANT_API_KEY"),
         create=create,
         rerank=args.rerank,
@@ -294,10 +302,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_index_folder(set_dir: Path, args: argparse.Namespace) -> Path:
-    """A cache folder per evaluation set, model and pool factor, so that repeated evals
-    re-encode nothing."""
+    """A cache folder per evaluation set, model, pool factor and storage, so that repeated
+    evals re-encode nothing."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     key = f"{set_dir}|{args.model or ''}|{args.pool_factor or 1}"
+    if args.storage not in (None, DEFAULT_STORAGE):  # float32 caches keep their old folders
+        key += f"|{args.storage}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:8]
     return cache / "vdr" / "eval" / f"{set_dir.name}-{tag}"
 

@@ -31,6 +31,7 @@ from vdr.heatmap import SimilarityMaps, group_word_pieces, map_tokens, similarit
 from vdr.indexer.pipeline import IndexReport, index_paths
 from vdr.page_images import PageImages
 from vdr.search import DEFAULT_CANDIDATES, DEFAULT_MODE, search_many
+from vdr.storage import DEFAULT_STORAGE, check_storage
 from vdr.store import Hit, IndexedDocument, StoredPage, open_store
 from vdr.store.resident import ResidentVectors
 
@@ -54,6 +55,9 @@ class Index:
     device, dtype, batch_size: how the encoder computes (see vdr.encoders.load_encoder).
     pool_factor: keep ~1/pool_factor of each page's vectors (token pooling); fixed when the
                 index is created (default 1, no pooling), another value is refused later.
+    storage:    how the vectors are kept on disk: "float32", "float16", "int8" or "binary"
+                (vdr.storage); fixed when the index is created (default float32),
+                another value is refused later.
     create:     make a new index when `path` holds none (otherwise NotFound).
     rerank:     who reranks the first stage's candidates exactly: "qdrant" (Qdrant's own, next
                 to its storage), "vdr" (our MaxSim kernels on every page's vectors kept in
@@ -72,6 +76,7 @@ class Index:
         qdrant_api_key: str | None = None,
         create: bool = True,
         rerank: str = "auto",
+        storage: str | None = None,
     ) -> None:
         _check_rerank(rerank)
         self.path = Path(path).expanduser().absolute()
@@ -87,13 +92,18 @@ class Index:
         self._queries_lock = threading.Lock()
         self._lock = _lock(self.path)
         try:
-            manifest = self._manifest(model, qdrant_url, pool_factor)
+            manifest = self._manifest(model, qdrant_url, pool_factor, storage)
             self.model: str = manifest["model"]
             self.pool_factor: int = manifest["pool_factor"]
+            self.storage: str = manifest["storage"]
             self.qdrant_url: str | None = manifest["qdrant_url"]
             self._dim: int = manifest["dim"]
             self.store = open_store(
-                self.path / "qdrant", manifest["dim"], self.qdrant_url, qdrant_api_key
+                self.path / "qdrant",
+                manifest["dim"],
+                self.qdrant_url,
+                qdrant_api_key,
+                self.storage,
             )
             self.images = PageImages(self.path / "pages")
         except BaseException:
@@ -242,7 +252,11 @@ class Index:
                 self.store.keep_resident(ResidentVectors(device))
 
     def _manifest(
-        self, model: str | None, qdrant_url: str | None, pool_factor: int | None
+        self,
+        model: str | None,
+        qdrant_url: str | None,
+        pool_factor: int | None,
+        storage: str | None,
     ) -> dict[str, Any]:
         file = self.path / MANIFEST
         if file.exists():
@@ -267,9 +281,16 @@ class Index:
                     f"the index at '{self.path}' pools vectors by {manifest['pool_factor']}, "
                     f"not {pool_factor}; use another --index folder for another pool factor"
                 )
+            manifest.setdefault("storage", DEFAULT_STORAGE)  # indexes made before the option
+            if storage is not None and storage != manifest["storage"]:
+                raise VdrError(
+                    f"the index at '{self.path}' stores its vectors as {manifest['storage']}, "
+                    f"not {storage}; use another --index folder for another storage"
+                )
             return manifest
         if pool_factor is not None and pool_factor < 1:
             raise VdrError(f"the pool factor must be at least 1, not {pool_factor}")
+        check_storage(storage or DEFAULT_STORAGE)
         encoder = self._encoder = load_encoder(
             canonical_name(model or DEFAULT_MODEL), *self._compute
         )
@@ -280,6 +301,7 @@ class Index:
             "dim": encoder.dim,
             "qdrant_url": qdrant_url,
             "pool_factor": pool_factor or 1,
+            "storage": storage or DEFAULT_STORAGE,
         }
         tmp = file.with_suffix(".tmp")
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -22,6 +22,7 @@ import numpy as np
 from vdr.encoders.base import PageEmbedding
 from vdr.evidence import Evidence
 from vdr.pages import Word
+from vdr.storage import DEFAULT_STORAGE, LOSSY_STORAGES
 from vdr.text_index import page_vector, query_vector
 
 if TYPE_CHECKING:
@@ -127,9 +128,11 @@ class Store(ABC):
         self._pages_lock = threading.Lock()
         # Set by keep_resident: searches then rerank with our kernels instead of Qdrant's.
         self.resident: ResidentVectors | None = None
-        # Whether pages carry the BM25 "text" vector (indexes made before it did not); each
-        # backend reads it from its collection's configuration.
+        # Whether pages carry the BM25 "text" vector (indexes made before it did not), and how
+        # the vectors are kept (vdr.storage); each backend reads both from its
+        # collection's configuration.
         self.has_text = False
+        self.storage = DEFAULT_STORAGE
 
     def upsert(self, records: Sequence[PageRecord]) -> None:
         """Insert or replace pages (same page id -> same point), durably on return."""
@@ -137,10 +140,15 @@ class Store(ABC):
         written = {r.page_id for r in records}
         self._forget(lambda page: page.page_id in written)
         if self.resident is not None:
-            self.resident.put(
-                (Hit(r.page_id, r.doc_id, r.doc_path, r.page, 0.0), full_vector_of(r.embedding))
-                for r in records
-            )
+            self.resident.put(self._as_stored(records))
+
+    def _as_stored(self, records: Sequence[PageRecord]) -> Iterator[tuple[Hit, np.ndarray]]:
+        """Each record's hit and full multi-vector as Qdrant holds it, for the resident copy:
+        float16 and int8 storage round the values, so those are read back."""
+        for r in records:
+            hit = Hit(r.page_id, r.doc_id, r.doc_path, r.page, 0.0)
+            stored = self._fetch_page(r.page_id) if self.storage in LOSSY_STORAGES else None
+            yield hit, full_vector_of((stored or r).embedding)
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Remove every page of these documents."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qdrant_edge import (
+    BinaryQuantizationConfig,
     CountRequest,
     Distance,
     EdgeConfig,
@@ -25,13 +26,23 @@ from qdrant_edge import (
     PayloadSchemaType,
     Point,
     Prefetch,
+    QuantizationSearchParams,
     Query,
     QueryRequest,
     ScrollRequest,
+    SearchParams,
     SparseVector,
     UpdateOperation,
+    VectorStorageDatatype,
 )
 
+from vdr.storage import (
+    DEFAULT_STORAGE,
+    RESCORE_OVERSAMPLING,
+    check_storage,
+    datatype_name,
+    storage_of_datatype,
+)
 from vdr.store.base import (
     COLS,
     FULL,
@@ -61,16 +72,19 @@ class EdgeStore(Store):
 
     One process may hold a shard at a time; the index around it takes a file lock first so a
     second process gets a clear message rather than an engine error.
+
+    storage: how the multi-vectors are kept (vdr.storage.STORAGES); fixed when the shard
+             is created, the shard's own configuration says which on later opens.
     """
 
-    def __init__(self, folder: Path, dim: int) -> None:
+    def __init__(self, folder: Path, dim: int, storage: str = DEFAULT_STORAGE) -> None:
         super().__init__()
         self.folder = folder
         if (folder / _CONFIG_FILE).exists():
             self.shard = EdgeShard.load(str(folder))
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            self.shard = EdgeShard.create(str(folder), _config(dim))
+            self.shard = EdgeShard.create(str(folder), _config(dim, check_storage(storage)))
             for field in KEYWORD_FIELDS:
                 self.shard.update(
                     UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword)
@@ -78,6 +92,10 @@ class EdgeStore(Store):
         # Shards made before BM25 existed have no "text" vector; search says so when asked.
         config = json.loads((folder / _CONFIG_FILE).read_text())
         self.has_text = TEXT in (config.get("sparse_vectors") or {})
+        full = config["vectors"][FULL]
+        self.storage = "binary" if full.get("quantization_config") else storage_of_datatype(full)
+        rescore = QuantizationSearchParams(rescore=True, oversampling=RESCORE_OVERSAMPLING)
+        self._params = SearchParams(quantization=rescore) if self.storage == "binary" else None
 
     def _upsert(self, records: Sequence[PageRecord]) -> None:
         points = [
@@ -143,7 +161,12 @@ class EdgeStore(Store):
         where = _doc_filter(doc_ids) if doc_ids else None
         prefetches = (
             [
-                Prefetch(query=Query.Nearest(query, using=name), limit=candidates, filter=where)
+                Prefetch(
+                    query=Query.Nearest(query, using=name),
+                    limit=candidates,
+                    filter=where,
+                    params=self._params,
+                )
                 for name in (ROWS, COLS)
             ]
             if candidates
@@ -155,6 +178,7 @@ class EdgeStore(Store):
                 query=Query.Nearest(query, using=FULL),
                 filter=where,
                 limit=k,
+                params=self._params,
                 with_payload=HIT_FIELDS,
                 with_vector=False,
             )
@@ -169,6 +193,7 @@ class EdgeStore(Store):
                 query=Query.Nearest(query, using=using),
                 filter=_doc_filter(doc_ids) if doc_ids else None,
                 limit=limit,
+                params=self._params,
                 with_payload=["page_id"],
                 with_vector=False,
             )
@@ -193,19 +218,31 @@ class EdgeStore(Store):
         self.shard.close()
 
 
-def _config(dim: int) -> EdgeConfig:
+def _config(dim: int, storage: str) -> EdgeConfig:
     maxsim = MultiVectorConfig(comparator=MultiVectorComparator.MaxSim)
+    datatype = {
+        "float32": VectorStorageDatatype.Float32,
+        "float16": VectorStorageDatatype.Float16,
+        "turbo8": VectorStorageDatatype.Turbo8,
+    }[datatype_name(storage)]
+    binary = BinaryQuantizationConfig(always_ram=True) if storage == "binary" else None
+
+    def params(hnsw: HnswIndexConfig | None = None) -> EdgeVectorParams:
+        return EdgeVectorParams(
+            size=dim,
+            distance=Distance.Dot,
+            multivector_config=maxsim,
+            datatype=datatype,
+            quantization_config=binary,
+            hnsw_config=hnsw,
+        )
+
     return EdgeConfig(
         vectors={
             # The full multi-vector is only ever reranked exactly: no HNSW graph (m=0).
-            FULL: EdgeVectorParams(
-                size=dim,
-                distance=Distance.Dot,
-                multivector_config=maxsim,
-                hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
-            ),
-            ROWS: EdgeVectorParams(size=dim, distance=Distance.Dot, multivector_config=maxsim),
-            COLS: EdgeVectorParams(size=dim, distance=Distance.Dot, multivector_config=maxsim),
+            FULL: params(HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000)),
+            ROWS: params(),
+            COLS: params(),
         },
         sparse_vectors={TEXT: EdgeSparseVectorParams(modifier=Modifier.Idf)},
     )

@@ -13,6 +13,13 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from vdr.errors import VdrError
+from vdr.storage import (
+    DEFAULT_STORAGE,
+    RESCORE_OVERSAMPLING,
+    check_storage,
+    datatype_name,
+    storage_of_datatype,
+)
 from vdr.store.base import (
     COLS,
     FULL,
@@ -40,7 +47,12 @@ class ServerStore(Store):
     """Pages in collection `collection` of the Qdrant at `url` (":memory:" for in-process)."""
 
     def __init__(
-        self, url: str, dim: int, collection: str = DEFAULT_COLLECTION, api_key: str | None = None
+        self,
+        url: str,
+        dim: int,
+        collection: str = DEFAULT_COLLECTION,
+        api_key: str | None = None,
+        storage: str = DEFAULT_STORAGE,
     ) -> None:
         super().__init__()
         self.collection = collection
@@ -53,17 +65,42 @@ class ServerStore(Store):
         except Exception as error:  # connection errors come in many types
             raise VdrError(f"cannot reach Qdrant at {url} ({error})") from error
         if not exists:
-            self._create(dim)
+            self._create(dim, check_storage(storage))
+        params = self.client.get_collection(collection).config.params
         # Collections made before BM25 existed have no "text" vector; search says so when asked.
-        sparse = self.client.get_collection(collection).config.params.sparse_vectors or {}
-        self.has_text = TEXT in sparse
+        self.has_text = TEXT in (params.sparse_vectors or {})
+        full = params.vectors[FULL]  # type: ignore[index]
+        self.storage = (
+            "binary"
+            if full.quantization_config
+            else storage_of_datatype({"datatype": full.datatype and full.datatype.value})
+        )
+        self._params = (
+            models.SearchParams(
+                quantization=models.QuantizationSearchParams(
+                    rescore=True, oversampling=RESCORE_OVERSAMPLING
+                )
+            )
+            if self.storage == "binary"
+            else None
+        )
 
-    def _create(self, dim: int) -> None:
+    def _create(self, dim: int, storage: str) -> None:
         maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+        binary = (
+            models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+            if storage == "binary"
+            else None
+        )
 
         def params(hnsw: models.HnswConfigDiff | None = None) -> models.VectorParams:
             return models.VectorParams(
-                size=dim, distance=models.Distance.DOT, multivector_config=maxsim, hnsw_config=hnsw
+                size=dim,
+                distance=models.Distance.DOT,
+                multivector_config=maxsim,
+                hnsw_config=hnsw,
+                datatype=models.Datatype(datatype_name(storage)),
+                quantization_config=binary,
             )
 
         self.client.create_collection(
@@ -155,7 +192,9 @@ class ServerStore(Store):
         where = _doc_filter(doc_ids) if doc_ids else None
         prefetch = (
             [
-                models.Prefetch(query=query, using=name, limit=candidates, filter=where)
+                models.Prefetch(
+                    query=query, using=name, limit=candidates, filter=where, params=self._params
+                )
                 for name in (ROWS, COLS)
             ]
             if candidates
@@ -167,6 +206,7 @@ class ServerStore(Store):
             query=query,
             using=FULL,
             query_filter=where,
+            search_params=self._params,
             limit=k,
             with_payload=HIT_FIELDS,
             with_vectors=False,
@@ -181,6 +221,7 @@ class ServerStore(Store):
             query=query,
             using=using,
             query_filter=_doc_filter(doc_ids) if doc_ids else None,
+            search_params=self._params,
             limit=limit,
             with_payload=["page_id"],
             with_vectors=False,
