@@ -79,6 +79,18 @@ def test_query_mask_drops_special_tokens(encoder: TextGridEncoder) -> None:
     assert query.scoring_vectors().shape == (len(query.tokens) - 2, encoder.dim)
 
 
+def test_query_stop_words_are_not_scored_but_keep_their_heatmaps(
+    encoder: TextGridEncoder,
+) -> None:
+    (query,) = encoder.encode_queries(["what is the theory of the harbour permits"])
+    scored = {t for t, m in zip(query.tokens, query.mask, strict=True) if m}
+    drawn = {t for t, w in zip(query.tokens, query.words(), strict=True) if w}
+    assert {"what", "is", "the", "of"} <= drawn - scored
+    assert {"theory", "harbour"} <= scored  # "the" begins "theory" but is not it
+    (only_stop_words,) = encoder.encode_queries(["what is this"])
+    assert only_stop_words.mask.sum() == 3  # nothing else to search for: keep them
+
+
 def test_queries_do_not_depend_on_the_batch(encoder: TextGridEncoder) -> None:
     alone = encoder.encode_queries(["harbour"])[0]
     batched = encoder.encode_queries(["a much longer query that forces padding", "harbour"])[1]

@@ -4,15 +4,23 @@ Qdrant supplies the IDF half at query time (its Idf modifier, over the collectio
 now); each page's vector holds the term-frequency half,
     tf (k1 + 1) / (tf + k1 (1 - b + b n / AVG_WORDS))   (n: the page's number of terms)
 and a query's terms weigh 1 each. Terms are runs of lower-cased letters and digits, minus
-common English stop words, hashed to 31-bit ids: no vocabulary to keep in step with the index.
+common English stop words, reduced to their Snowball (Porter 2) English stems, hashed to 31-bit
+ids: no vocabulary to keep in step with the index.
+
+Stemming lets "sites" find "site" and "generating" find "generation": BM25 alone on
+../shared/bench/dev went from nDCG@5 0.843 to 0.858 with it, and the hybrid default from 0.905
+to 0.912 (with stop words left out of the query's MaxSim, vdr.encoders.textgrid).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable
+
+import Stemmer
 
 K1, B = 1.2, 0.75
 # Words per page the length normalisation takes as average; fixed, since Qdrant keeps no
@@ -25,15 +33,19 @@ _STOP_WORDS_TEXT = """
     was we were what when where which while who why will with you your
 """
 STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
+# A PyStemmer stemmer is not safe to share between threads (the server searches in several).
+_local = threading.local()
 
 
 def terms(text: str) -> list[str]:
     """The text's BM25 terms, in order.
 
-    >>> terms("The Harbour dredging-permit, 2024!")
-    ['harbour', 'dredging', 'permit', '2024']
+    >>> terms("The Harbour dredging-permits, 2024!")
+    ['harbour', 'dredg', 'permit', '2024']
     """
-    return [t for t in _TERM.findall(text.lower()) if t not in STOP_WORDS]
+    if not hasattr(_local, "stemmer"):
+        _local.stemmer = Stemmer.Stemmer("english")
+    return _local.stemmer.stemWords([t for t in _TERM.findall(text.lower()) if t not in STOP_WORDS])
 
 
 def term_id(term: str) -> int:

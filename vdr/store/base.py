@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from vdr.store.resident import ResidentVectors
 
 FULL, ROWS, COLS = "full", "rows", "cols"
-TEXT = "text"
+# Pages' BM25 vectors (stemmed terms). Indexes from before stemming hold unstemmed ones under
+# "text", which stemmed queries would mostly miss: those have no "bm25" and search late.
+TEXT = "bm25"
 # Payload keys that are indexed for filtering.
 KEYWORD_FIELDS = ("doc_id", "doc_path")
 # Payload keys read back for a search hit, and to list documents (vectors and words stay put).
@@ -259,7 +261,7 @@ class Store(ABC):
 
     def search_text(self, text: str, k: int, doc_ids: Sequence[str] | None = None) -> list[Hit]:
         """Top k pages by BM25 of their words against `text` (none when it has no terms).
-        Callers check has_text first: an index made before BM25 has no text vectors."""
+        Callers check has_text first: an index made by an older vdr has no BM25 vectors."""
         indices, values = query_vector(text)
         if not indices:
             return []

@@ -89,7 +89,7 @@ class EdgeStore(Store):
                 self.shard.update(
                     UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword)
                 )
-        # Shards made before BM25 existed have no "text" vector; search says so when asked.
+        # Shards made by an older vdr have no "bm25" vector; search says so when asked.
         config = json.loads((folder / _CONFIG_FILE).read_text())
         self.has_text = TEXT in (config.get("sparse_vectors") or {})
         full = config["vectors"][FULL]

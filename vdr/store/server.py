@@ -67,7 +67,7 @@ class ServerStore(Store):
         if not exists:
             self._create(dim, check_storage(storage))
         params = self.client.get_collection(collection).config.params
-        # Collections made before BM25 existed have no "text" vector; search says so when asked.
+        # Collections made by an older vdr have no "bm25" vector; search says so when asked.
         self.has_text = TEXT in (params.sparse_vectors or {})
         full = params.vectors[FULL]  # type: ignore[index]
         self.storage = (
