@@ -1,0 +1,88 @@
+"""Write BENCHMARKS.md: run each benchmark script and keep what it printed, with its command.
+
+    python benches/report.py                 # every section (an hour or more on 2 cores)
+    python benches/report.py --only storage  # re-run some sections, keep the others as they are
+
+Each section of BENCHMARKS.md is one script's output (its markdown tables, each headed by the
+data, date and machine they were measured on) under the exact command that printed it, between
+markers that let a section be replaced alone. Nothing in the file is written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "BENCHMARKS.md"
+# name -> (title, the script and its arguments, run from the repository root)
+SECTIONS: dict[str, tuple[str, list[str]]] = {
+    "index_throughput": (
+        "Indexing throughput: text-layer and OCR pages",
+        ["benches/index_throughput.py"],
+    ),
+    "storage": (
+        "Storage options: quality, disk and memory per page",
+        ["benches/storage.py"],
+    ),
+    "scale": (
+        "Query latency and recall at 1k, 10k and 100k pages",
+        ["benches/scale.py", "--pages", "1000", "10000", "100000"],
+    ),
+    "maxsim": (
+        "MaxSim on CPU: our path against colpali-engine and a plain matmul",
+        ["benches/maxsim.py", "--docs", "1000", "10000", "--queries", "1", "32"],
+    ),
+    "rerank": (
+        "Exact rerank: Qdrant's against ours",
+        ["benches/rerank.py"],
+    ),
+}
+HEADER = """# Benchmarks
+
+Every figure below was printed by the script named above it; `python benches/report.py`
+re-runs them all and rewrites this file (`--only NAME` re-runs one section). Each table names
+the data, the date and the machine it was measured on. On a shared machine absolute times
+drift between runs: compare within a table, where rows were measured in the same run.
+"""
+
+
+def marker(name: str, end: bool = False) -> str:
+    return f"<!-- {'/' if end else ''}bench:{name} -->"
+
+
+def run_section(name: str) -> str:
+    title, command = SECTIONS[name]
+    print(f"running {name}: python {' '.join(command)}", file=sys.stderr)
+    printed = subprocess.run(
+        [sys.executable, *command], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return (
+        f"{marker(name)}\n## {title}\n\n`python {' '.join(command)}` "
+        f"(run {datetime.date.today()})\n\n{printed}\n{marker(name, end=True)}"
+    )
+
+
+def existing_sections(text: str) -> dict[str, str]:
+    pattern = re.compile(r"<!-- bench:(\w+) -->.*?<!-- /bench:\1 -->", re.DOTALL)
+    return {m.group(1): m.group(0) for m in pattern.finditer(text)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="sections to re-run")
+    args = parser.parse_args()
+    sections = existing_sections(OUT.read_text()) if OUT.exists() else {}
+    for name in args.only or list(SECTIONS):
+        sections[name] = run_section(name)
+        # Written after every section, so a long run that fails late keeps what it measured.
+        body = "\n\n".join(sections[n] for n in SECTIONS if n in sections)
+        OUT.write_text(f"{HEADER}\n{body}\n")
+
+
+if __name__ == "__main__":
+    main()
