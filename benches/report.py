@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "BENCHMARKS.md"
 # name -> (title, the script and its arguments, run from the repository root)
 SECTIONS: dict[str, tuple[str, list[str]]] = {
+    "quality": (
+        "Retrieval quality on the dev set, by search mode",
+        ["benches/quality.py"],
+    ),
     "index_throughput": (
         "Indexing throughput: text-layer and OCR pages",
         ["benches/index_throughput.py"],
