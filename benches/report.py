@@ -2,6 +2,7 @@
 
     python benches/report.py                 # every section (an hour or more on 2 cores)
     python benches/report.py --only storage  # re-run some sections, keep the others as they are
+    python benches/report.py --use scale=FILE  # a section from what its command printed into FILE
 
 Each section of BENCHMARKS.md is one script's output (its markdown tables, each headed by the
 data, date and machine they were measured on) under the exact command that printed it, between
@@ -59,12 +60,14 @@ def marker(name: str, end: bool = False) -> str:
     return f"<!-- {'/' if end else ''}bench:{name} -->"
 
 
-def run_section(name: str) -> str:
+def run_section(name: str, printed: str | None = None) -> str:
+    """A section: its command's output, from running it now unless `printed` is given."""
     title, command = SECTIONS[name]
-    print(f"running {name}: python {' '.join(command)}", file=sys.stderr)
-    printed = subprocess.run(
-        [sys.executable, *command], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout.strip()
+    if printed is None:
+        print(f"running {name}: python {' '.join(command)}", file=sys.stderr)
+        printed = subprocess.run(
+            [sys.executable, *command], cwd=REPO, check=True, capture_output=True, text=True
+        ).stdout.strip()
     return (
         f"{marker(name)}\n## {title}\n\n`python {' '.join(command)}` "
         f"(run {datetime.date.today()})\n\n{printed}\n{marker(name, end=True)}"
@@ -79,13 +82,30 @@ def existing_sections(text: str) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="sections to re-run")
+    parser.add_argument(
+        "--use",
+        nargs="+",
+        default=[],
+        metavar="NAME=FILE",
+        help="take these sections from files their exact command printed (a long run made "
+        "apart, e.g. the 100k-page scale run) instead of running them",
+    )
     args = parser.parse_args()
     sections = existing_sections(OUT.read_text()) if OUT.exists() else {}
-    for name in args.only or list(SECTIONS):
+    given = dict(item.split("=", 1) for item in args.use)
+    for name, file in given.items():
+        if name not in SECTIONS:
+            parser.error(f"no section {name!r}; sections: {', '.join(SECTIONS)}")
+        sections[name] = run_section(name, Path(file).read_text().strip())
+    write(sections)
+    for name in args.only or ([] if given else list(SECTIONS)):
         sections[name] = run_section(name)
-        # Written after every section, so a long run that fails late keeps what it measured.
-        body = "\n\n".join(sections[n] for n in SECTIONS if n in sections)
-        OUT.write_text(f"{HEADER}\n{body}\n")
+        write(sections)  # after every section: a long run that fails late keeps what it measured
+
+
+def write(sections: dict[str, str]) -> None:
+    body = "\n\n".join(sections[n] for n in SECTIONS if n in sections)
+    OUT.write_text(f"{HEADER}\n{body}\n")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ fresh index per storage option (vdr.storage), so every option holds identical pa
 option is measured in its own process: nDCG@5 with the default search (hybrid) and with
 late interaction alone, the store's segments on disk per page (allocated blocks; Qdrant's
 write-ahead log is a fixed ~64 MB preallocation whatever the size, reported on its own), and
-the memory the open store holds once every query has run (resident set size after minus
-before opening it, the encoder already loaded and warm), per page. Prints a markdown table
+the memory the store alone holds once it has answered every query, late and BM25 (resident set
+size after minus before opening it, queries already encoded), per page. Prints a markdown table
 with the machine noted. Default set: ../shared/bench/dev.
 """
 
@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vdr.encoders import load_encoder
 from vdr.eval import evaluate, load_set
 from vdr.index import Index
+from vdr.search import DEFAULT_CANDIDATES, FUSION_DEPTH
 from vdr.storage import STORAGES
-from vdr.store import PageRecord
+from vdr.store import PageRecord, open_store
 
 from index_throughput import DEFAULT_PDFS, machine
 
@@ -72,15 +73,22 @@ def rss_mb() -> float:
 def measure(folder: Path, set_dir: Path) -> dict:
     """One storage option's figures, in this (fresh) process."""
     queries, _ = load_set(set_dir)
-    load_encoder().encode_queries([q.text for q in queries])  # model and its buffers warm
+    encoder = load_encoder()
+    embeddings = encoder.encode_queries([q.text for q in queries])
+    # Memory first, the store alone: what opening it and answering every query adds.
     before = rss_mb()
+    store = open_store(folder / "qdrant", encoder.dim)
+    for query, embedding in zip(queries, embeddings, strict=True):
+        store.search(embedding.scoring_vectors(), 10, DEFAULT_CANDIDATES)
+        store.search_text(query.text, FUSION_DEPTH)
+    held = rss_mb() - before
+    pages = store.count()
+    store.close()
     with Index(folder) as index:
         hybrid = evaluate(index, set_dir)
         late = evaluate(index, set_dir, mode="late")
-        pages, storage = index.store.count(), index.storage
-        held = rss_mb() - before
-    store = folder / "qdrant"
-    segments = allocated_mb(store) - allocated_mb(store / WAL)
+        storage = index.storage
+    segments = allocated_mb(folder / "qdrant") - allocated_mb(folder / "qdrant" / WAL)
     return {
         "storage": storage,
         "pages": pages,
@@ -88,7 +96,7 @@ def measure(folder: Path, set_dir: Path) -> dict:
         "ndcg5_late": late["ndcg@5"],
         "by_type": {t: v["ndcg@5"] for t, v in hybrid["by_type"].items()},
         "segments_kb_per_page": segments * 1024 / pages,
-        "wal_mb": allocated_mb(store / WAL),
+        "wal_mb": allocated_mb(folder / "qdrant" / WAL),
         "memory_kb_per_page": held * 1024 / pages,
         "ms_per_query": hybrid["search_seconds_per_query"] * 1000,
     }
