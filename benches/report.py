@@ -36,7 +36,15 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
     ),
     "scale": (
         "Query latency and recall at 1k, 10k and 100k pages",
-        ["benches/scale.py", "--pages", "1000", "10000", "100000"],
+        [
+            "benches/scale.py",
+            "--pages",
+            "1000",
+            "10000",
+            "100000",
+            "--store-max-pages",
+            "10000",
+        ],
     ),
     "maxsim": (
         "MaxSim on CPU: our path against colpali-engine and a plain matmul",
