@@ -20,8 +20,6 @@ Why these and not the others Qdrant offers (measured with qdrant-edge-py 0.9.0, 
 
 from __future__ import annotations
 
-from typing import Any
-
 from vdr.errors import VdrError
 
 STORAGES = ("float32", "float16", "int8", "binary")
@@ -47,8 +45,10 @@ def datatype_name(storage: str) -> str:
     return _DATATYPES.get(storage, "float32")
 
 
-def storage_of_datatype(vector_config: dict[str, Any]) -> str:
-    """The storage option of a non-quantized vector from its Qdrant configuration (a JSON
-    object whose "datatype" is absent for float32)."""
-    datatype = str(vector_config.get("datatype") or "float32").lower()
-    return next((s for s, d in _DATATYPES.items() if d == datatype), DEFAULT_STORAGE)
+def storage_of(datatype: str | None, quantized: bool) -> str:
+    """The storage option of a collection whose full vector has this Qdrant `datatype` (None
+    for float32, as older configurations leave it out) and is binary-quantized or not."""
+    if quantized:
+        return "binary"
+    name = str(datatype or "float32").lower()
+    return next((s for s, d in _DATATYPES.items() if d == name), DEFAULT_STORAGE)

@@ -130,7 +130,7 @@ class Store(ABC):
         self._pages_lock = threading.Lock()
         # Set by keep_resident: searches then rerank with our kernels instead of Qdrant's.
         self.resident: ResidentVectors | None = None
-        # Whether pages carry the BM25 "text" vector (indexes made before it did not), and how
+        # Whether pages carry the BM25 vector (indexes made by an older vdr do not), and how
         # the vectors are kept (vdr.storage); each backend reads both from its
         # collection's configuration.
         self.has_text = False

@@ -41,7 +41,7 @@ from vdr.storage import (
     RESCORE_OVERSAMPLING,
     check_storage,
     datatype_name,
-    storage_of_datatype,
+    storage_of,
 )
 from vdr.store.base import (
     COLS,
@@ -93,7 +93,7 @@ class EdgeStore(Store):
         config = json.loads((folder / _CONFIG_FILE).read_text())
         self.has_text = TEXT in (config.get("sparse_vectors") or {})
         full = config["vectors"][FULL]
-        self.storage = "binary" if full.get("quantization_config") else storage_of_datatype(full)
+        self.storage = storage_of(full.get("datatype"), bool(full.get("quantization_config")))
         rescore = QuantizationSearchParams(rescore=True, oversampling=RESCORE_OVERSAMPLING)
         self._params = SearchParams(quantization=rescore) if self.storage == "binary" else None
 

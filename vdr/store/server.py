@@ -18,7 +18,7 @@ from vdr.storage import (
     RESCORE_OVERSAMPLING,
     check_storage,
     datatype_name,
-    storage_of_datatype,
+    storage_of,
 )
 from vdr.store.base import (
     COLS,
@@ -70,10 +70,8 @@ class ServerStore(Store):
         # Collections made by an older vdr have no "bm25" vector; search says so when asked.
         self.has_text = TEXT in (params.sparse_vectors or {})
         full = params.vectors[FULL]  # type: ignore[index]
-        self.storage = (
-            "binary"
-            if full.quantization_config
-            else storage_of_datatype({"datatype": full.datatype and full.datatype.value})
+        self.storage = storage_of(
+            full.datatype and full.datatype.value, full.quantization_config is not None
         )
         self._params = (
             models.SearchParams(
