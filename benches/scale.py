@@ -330,10 +330,10 @@ class MemorySampler:
     """The largest anonymous and file-backed resident memory of this process (RssAnon,
     RssFile of /proc/self/status), sampled every SAMPLE_SECONDS by a thread.
 
-    getrusage's peak RSS counts a file page once per mapping that holds it, and Qdrant maps
-    its segment and log files, so it can exceed the machine's RAM (it did: 28 GiB on a 24 GiB
-    machine at 10,000 pages); the anonymous part is what the process itself allocated, the
-    file-backed part is page cache the kernel can drop.
+    getrusage's peak RSS also counts the pages of files the process maps (Qdrant maps its
+    segments and write-ahead log), and it reached 28 GiB on a 24 GiB machine at 10,000 float32
+    pages, so it says little about memory pressure: the anonymous part is what the process
+    allocated itself, the file-backed part is page cache the kernel can drop.
     """
 
     def __init__(self) -> None:
