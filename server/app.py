@@ -244,31 +244,36 @@ def create_app(
             raise HTTPException(413, f"the upload exceeds {max_upload_mb} MB")
         name = Path(file.filename or "upload.pdf").name or "upload.pdf"
         digest = hashlib.sha256(data).hexdigest()[:16]
-        known = [d for d in index.documents() if d.doc_id == digest]
-        if known:  # already indexed (perhaps from its own folder): keep it where it is
-            response.status_code = 200
-            return DocumentOut(doc_id=digest, doc_path=known[0].doc_path, pages=known[0].n_pages)
-        uploads.mkdir(exist_ok=True)
-        target = uploads / f"{digest}-{_safe_name(name)}"
-        target.write_bytes(data)
+        # Look, write and index under one lock: two uploads of one PDF (a double click) would
+        # otherwise both find it missing and rewrite its file while the other indexes it, and
+        # a delete of it racing this upload could take the file or the pages just indexed.
         with writing:
+            known = [d for d in index.documents() if d.doc_id == digest]
+            if known:  # already indexed (perhaps from its own folder): keep it where it is
+                response.status_code = 200
+                doc = known[0]
+                return DocumentOut(doc_id=digest, doc_path=doc.doc_path, pages=doc.n_pages)
+            uploads.mkdir(exist_ok=True)
+            target = uploads / f"{digest}-{_safe_name(name)}"
+            target.write_bytes(data)
             report = index.add([target])
+            indexed = [d for d in index.documents() if d.doc_id == digest]
         if report.skipped:
             target.unlink(missing_ok=True)
             raise HTTPException(422, f"'{name}' cannot be indexed: {report.skipped[0][1]}")
-        doc = next(d for d in index.documents() if d.doc_id == digest)
+        doc = indexed[0]
         return DocumentOut(doc_id=doc.doc_id, doc_path=doc.doc_path, pages=doc.n_pages)
 
     @app.delete("/documents/{doc_id}", dependencies=guarded, responses=_errors(404, 422))
     def delete(doc_id: str) -> dict[str, str]:
         _check_id(doc_id, _DOC_ID, "document")
-        with writing:
+        with writing:  # the file too: an upload of the same PDF may write it again next
             doomed = [d for d in index.documents() if d.doc_id == doc_id]
             index.remove([doc_id])
-        for doc in doomed:  # an uploaded file goes with its document
-            path = Path(doc.doc_path)
-            if path.parent == uploads:
-                path.unlink(missing_ok=True)
+            for doc in doomed:  # an uploaded file goes with its document
+                path = Path(doc.doc_path)
+                if path.parent == uploads:
+                    path.unlink(missing_ok=True)
         return {"deleted": doc_id}
 
     def _result(hit: Any, query: str) -> ResultOut:

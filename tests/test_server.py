@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -12,12 +14,15 @@ import pytest
 from PIL import Image
 
 from vdr import Index
+from vdr.doctor import check
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.server.app import create_app
 
 from conftest import SAMPLES, make_pdf, running_server
 
 API_KEY = "s3cret-key"
+# Clients sending one PDF at the same moment (a double click, or a retry racing the original).
+UPLOADERS = 4
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +119,31 @@ def test_upload_search_and_delete(api: httpx.Client, tmp_path: Path) -> None:
     assert api.delete(f"/documents/{doc['doc_id']}").json() == {"deleted": doc["doc_id"]}
     assert doc["doc_id"] not in {d["doc_id"] for d in api.get("/documents").json()}
     assert api.delete(f"/documents/{doc['doc_id']}").status_code == 404
+
+
+def test_one_pdf_uploaded_by_several_clients_at_once_is_indexed_once(
+    api: httpx.Client, index: Index, tmp_path: Path
+) -> None:
+    pdf = make_pdf(tmp_path / "survey.pdf", [[("glacier survey notes", 72, 100, 16)]] * 2)
+    together = threading.Barrier(UPLOADERS)
+
+    def upload() -> httpx.Response:
+        with httpx.Client(base_url=api.base_url, timeout=120) as client:
+            files = {"file": (pdf.name, pdf.read_bytes(), "application/pdf")}
+            together.wait()
+            return client.post("/documents", files=files)
+
+    with ThreadPoolExecutor(UPLOADERS) as pool:
+        answers = [f.result() for f in [pool.submit(upload) for _ in range(UPLOADERS)]]
+    # One indexes it; the others wait for it and find it indexed.
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] * (UPLOADERS - 1) + [201], [a.text for a in answers]
+    doc_id = answers[0].json()["doc_id"]
+    assert [d["doc_id"] for d in api.get("/documents").json()].count(doc_id) == 1
+    assert len(list((index.path / "uploads").glob(f"{doc_id}-*"))) == 1
+    assert check(index).healthy
+    assert api.delete(f"/documents/{doc_id}").status_code == 200
+    assert not list((index.path / "uploads").glob(f"{doc_id}-*"))
 
 
 @pytest.mark.parametrize(
