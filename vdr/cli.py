@@ -177,7 +177,28 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("VDR_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("VDR_PORT", "8000")))
     serve.add_argument(
-        "--max-upload-mb", type=int, default=100, metavar="MB", help="largest PDF upload accepted"
+        "--max-upload-mb",
+        type=int,
+        default=int(os.environ.get("VDR_MAX_UPLOAD_MB", "100")),
+        metavar="MB",
+        help="largest PDF upload accepted (env VDR_MAX_UPLOAD_MB; default 100)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=float(os.environ.get("VDR_REQUEST_TIMEOUT", "120")),
+        metavar="S",
+        help="a request still running after S seconds answers 503 (an upload is still indexed "
+        "in the background); a body pausing this long answers 408 (env VDR_REQUEST_TIMEOUT; "
+        "default 120)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=os.environ.get("VDR_CORS_ORIGINS", "").replace(",", " ").split() or None,
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (e.g. https://app.example.com) call the API; "
+        "repeatable (env VDR_CORS_ORIGINS, comma-separated; default: none, no CORS headers)",
     )
     serve.set_defaults(run=_serve)
 
@@ -387,15 +408,23 @@ def _checkup_text(found: Checkup) -> str:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from vdr.server.app import create_app
+    from vdr.server.app import create_app, server_config
 
+    if args.request_timeout <= 0:
+        raise VdrError(f"--request-timeout must be positive, not {args.request_timeout:g}")
     with _open(args, create=True) as index:
         index.encoder  # load the model now, not on the first search  # noqa: B018
-        app = create_app(index, os.environ.get("VDR_API_KEY"), args.max_upload_mb)
+        app = create_app(
+            index,
+            os.environ.get("VDR_API_KEY"),
+            args.max_upload_mb,
+            request_timeout_s=args.request_timeout,
+            cors_origins=args.cors_origin or (),
+        )
         url = f"http://{args.host}:{args.port}"
         index.announce_server(url)
         print(f"vdr serving {index.path} on {url}", file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.Server(server_config(app, args.host, args.port)).run()
     return 0
 
 
