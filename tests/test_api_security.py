@@ -1,6 +1,6 @@
 """The HTTP API under hostile or unlucky clients: oversized and stalled requests, slow heads,
 requests past their deadline, ids and file names that try to leave the index folder, failures
-that must not show their traceback, API keys and CORS.
+that must not show their traceback, API keys, CORS, and other vdr commands on a served index.
 
 Every server here is real (uvicorn on a loopback port); raw sockets stand in for clients that
 no well-behaved HTTP library would imitate.
@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +30,7 @@ from vdr.cli import _parser
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.server.app import MAX_JSON_BODY_BYTES, create_app, server_config
 
-from conftest import SAMPLES, make_pdf
+from conftest import REPO, SAMPLES, make_pdf
 
 API_KEY = "k3y-for-tests"
 
@@ -424,3 +427,80 @@ def test_serve_takes_cors_origins_and_timeout_from_flags_or_environment(
         "http://b",
         "http://c",
     ]
+
+
+# -- 7. a served index ----------------------------------------------------------------------
+
+
+def vdr(*args: str, api_key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`vdr ARGS` in a fresh process, with VDR_API_KEY set to `api_key` or unset."""
+    env = {k: v for k, v in os.environ.items() if k != "VDR_API_KEY"}
+    return subprocess.run(
+        [sys.executable, "-m", "vdr.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env if api_key is None else {**env, "VDR_API_KEY": api_key},
+    )
+
+
+def test_other_commands_on_a_served_index_talk_to_the_server(
+    tmp_path: Path, encoder: TextGridEncoder
+) -> None:
+    del encoder
+    folder = tmp_path / "index"
+    with Index(folder) as index:
+        index.add([SAMPLES])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vdr.cli", "serve", "--index", str(folder), "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, "VDR_API_KEY": API_KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            assert time.monotonic() < deadline, "vdr serve did not start"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.5)
+
+        searched = vdr(
+            "search",
+            "brake pad replacement",
+            "--index",
+            str(folder),
+            "--json",
+            "-k",
+            "2",
+            api_key=API_KEY,
+        )
+        assert searched.returncode == 0, searched.stderr
+        hits = json.loads(searched.stdout)
+        assert Path(hits[0]["doc_path"]).name == "bike_maintenance.pdf" and len(hits) == 2
+        assert "pad" in hits[0]["evidence"]["snippet"].lower()
+        assert f"asked `vdr serve` at {url}" in searched.stderr
+
+        text = vdr("search", "harbour dredging permit", "--index", str(folder), api_key=API_KEY)
+        assert text.returncode == 0 and "scanned_letter.pdf p.1" in text.stdout.splitlines()[0]
+
+        for command, words in [
+            (["search", "permit"], "set VDR_API_KEY"),
+            (["index", str(SAMPLES)], f"is served by `vdr serve` at {url}"),
+        ]:
+            refused = vdr(*command, "--index", str(folder))
+            lines = refused.stderr.strip().splitlines()
+            assert refused.returncode == 1 and "Traceback" not in refused.stderr
+            assert len(lines) == 1 and words in lines[0] and url in lines[0], refused.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

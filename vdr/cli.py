@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from vdr.store import Hit
 
 DEFAULT_INDEX = ".vdr-index"
+# How long `vdr search` waits for the `vdr serve` that holds the index to answer.
+SERVED_SEARCH_TIMEOUT_S = 300
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 RERANKS = ("auto", "qdrant", "vdr")
 POOL_HELP = "keep ~1/N of each page's vectors by hierarchical token pooling (new index only)"
@@ -256,21 +258,86 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    with _open(args) as index:
-        hits = index.search(args.query, k=args.k, doc_ids=args.doc, mode=args.mode)
+    from vdr.errors import IndexLocked
+
+    try:
+        index = _open(args)
+    except IndexLocked as locked:
+        if locked.server_url is None:
+            raise
+        hits = _search_served(locked, locked.server_url, args)
+        print(
+            f"vdr search: asked `vdr serve` at {locked.server_url}, which holds the index",
+            file=sys.stderr,
+        )
+    else:
+        with index:
+            found = index.search(args.query, k=args.k, doc_ids=args.doc, mode=args.mode)
+        hits = [hit_json(h) for h in found]
     if args.json:
-        print(json.dumps([hit_json(h) for h in hits], indent=1))
+        print(json.dumps(hits, indent=1))
         return 0
     if not hits:
         print("no pages found")
     for rank, hit in enumerate(hits, 1):
         print(
-            f"{rank:>3}. {hit.score:8.3f}  {Path(hit.doc_path).name} p.{hit.page:<4} "
-            f"[{hit.page_id}]"
+            f"{rank:>3}. {hit['score']:8.3f}  {Path(hit['doc_path']).name} p.{hit['page']:<4} "
+            f"[{hit['page_id']}]"
         )
-        if hit.evidence and hit.evidence.snippet:
-            print(f"       {hit.evidence.snippet}")
+        if hit.get("evidence") and hit["evidence"]["snippet"]:
+            print(f"       {hit['evidence']['snippet']}")
     return 0
+
+
+def _search_served(locked: VdrError, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The search answered by the `vdr serve` at `url` that holds the index (POST /search,
+    with VDR_API_KEY when set), as hit_json gives hits. `locked` is raised when the server
+    cannot be reached from here: it says where the server is and what else to do."""
+    import urllib.error
+    import urllib.request
+
+    if args.doc and len(args.doc) > 1:
+        raise VdrError(f"{locked} (its API takes one --doc, not {len(args.doc)})")
+    body = {"query": args.query, "k": args.k, "mode": args.mode, "doc": (args.doc or [None])[0]}
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("VDR_API_KEY"):
+        headers["X-API-Key"] = os.environ["VDR_API_KEY"]
+    request = urllib.request.Request(
+        f"{url}/search", data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=SERVED_SEARCH_TIMEOUT_S) as response:
+            results = json.load(response)["results"]
+    except urllib.error.HTTPError as error:
+        if error.code == 401:
+            raise VdrError(
+                f"the index is served by `vdr serve` at {url}, which wants its API key: set "
+                "VDR_API_KEY to it"
+            ) from None
+        raise VdrError(f"`vdr serve` at {url} answered: {_detail(error)}") from None
+    except (urllib.error.URLError, OSError, ValueError):
+        raise locked from None
+    keys = ("page_id", "doc_id", "doc_path", "page", "score")
+    return [
+        {
+            **{key: hit[key] for key in keys},
+            **({"evidence": hit["evidence"]} if hit.get("evidence") else {}),
+        }
+        for hit in results
+    ]
+
+
+def _detail(error: Any) -> str:
+    """The one-line `detail` of the server's JSON error answer (pydantic's list joined)."""
+    try:
+        detail = json.load(error)["detail"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {error.code}"
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(map(str, d.get('loc', [])[1:]))}: {d.get('msg')}" for d in detail
+        )
+    return str(detail)
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:

@@ -12,7 +12,11 @@ class BadDocument(VdrError):
 
 
 class IndexLocked(VdrError):
-    """Another process has the index open."""
+    """Another process has the index open; `server_url` is where, when it is `vdr serve`."""
+
+    def __init__(self, message: str, server_url: str | None = None) -> None:
+        super().__init__(message)
+        self.server_url = server_url
 
 
 class ModelMismatch(VdrError):

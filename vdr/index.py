@@ -351,7 +351,8 @@ def _lock(folder: Path) -> TextIO:
             raise IndexLocked(
                 f"the index at '{folder}' is served by `vdr serve` at {url} (pid {pid}): "
                 f"search it there (POST {url}/search, or the web page), add or remove PDFs "
-                f"with {url}/documents, or stop the server to use it from here"
+                f"with {url}/documents, or stop the server to use it from here",
+                server_url=url,
             ) from None
         raise IndexLocked(
             f"the index at '{folder}' is in use by another vdr process (pid {pid or 'unknown'}); "
