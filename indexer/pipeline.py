@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import groupby
 from pathlib import Path
 
 from PIL import Image
@@ -23,7 +25,14 @@ from vdr.encoders.base import Encoder
 from vdr.errors import BadDocument
 from vdr.indexer.discover import content_id, discover, is_under
 from vdr.indexer.ocr import OCR_DPI, ocr_words
-from vdr.indexer.pdf import RENDER_DPI, check_pdf, fitting_dpi, read_text_layer, render_pages
+from vdr.indexer.pdf import (
+    RENDER_DPI,
+    PdfCheck,
+    check_pdf,
+    fitting_dpi,
+    read_text_layer,
+    render_pages,
+)
 from vdr.page_images import PageImages
 from vdr.pages import Page
 from vdr.pooling import pool_tokens
@@ -46,6 +55,9 @@ class IndexReport:
     unchanged: list[str] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, same content as)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # (path, note) on files indexed with a caveat: damage poppler read past, pages rendered
+    # below the usual dpi to stay within the pixel limit. Each is also logged as a warning.
+    notes: list[tuple[str, str]] = field(default_factory=list)
     pages_encoded: int = 0
 
 
@@ -72,7 +84,7 @@ def index_paths(
     indexed = {doc.doc_id: doc for doc in store.documents()}
     current = _identify(discover(roots), report)
 
-    todo: list[tuple[str, Path, int]] = []
+    todo: list[tuple[str, Path, PdfCheck]] = []
     for doc_id, path in current.items():
         known = indexed.get(doc_id)
         if known and known.complete:
@@ -91,12 +103,26 @@ def index_paths(
     if todo:
         encoder = get_encoder()
         with tqdm(
-            total=sum(n for _, _, n in todo), unit="page", desc="indexing", disable=not progress
+            total=sum(check.pages for _, _, check in todo),
+            unit="page",
+            desc="indexing",
+            disable=not progress,
         ) as bar:
-            for doc_id, path, n_pages in todo:
+            for doc_id, path, check in todo:
+                if check.damage:
+                    _note(report, path, f"is damaged; poppler read past it ({check.damage})")
                 try:
                     _index_document(
-                        doc_id, path, n_pages, encoder, store, images, ocr, pool_factor, bar
+                        doc_id,
+                        path,
+                        check.pages,
+                        encoder,
+                        store,
+                        images,
+                        ocr,
+                        pool_factor,
+                        bar,
+                        partial(_note, report, path),
                     )
                 except BadDocument as error:
                     store.delete_documents([doc_id])
@@ -105,7 +131,7 @@ def index_paths(
                     continue
                 held.add(doc_id)
                 report.added.append(str(path))
-                report.pages_encoded += n_pages
+                report.pages_encoded += check.pages
 
     gone = [
         doc
@@ -117,6 +143,12 @@ def index_paths(
     report.removed.extend(doc.doc_path for doc in gone)
     images.keep_only(held - {doc.doc_id for doc in gone})
     return report
+
+
+def _note(report: IndexReport, path: Path, note: str) -> None:
+    """Record a caveat on a file in the report and log it (the CLI prints warnings)."""
+    report.notes.append((str(path), note))
+    log.warning("'%s' %s", path, note)
 
 
 def _identify(paths: list[Path], report: IndexReport) -> dict[str, Path]:
@@ -145,6 +177,7 @@ def _index_document(
     ocr: bool,
     pool_factor: int,
     bar: tqdm,
+    note: Callable[[str], None],
 ) -> None:
     texts = read_text_layer(path)
     if len(texts) != n_pages:
@@ -155,8 +188,21 @@ def _index_document(
     ]
 
     def render(first: int, last: int, dpi: float = RENDER_DPI) -> list[Image.Image]:
-        sizes = [texts[number - 1].size for number in range(first, last + 1)]
-        return render_pages(path, first, last, dpi=fitting_dpi(sizes, dpi))
+        """Pages first..last at `dpi`; a page too large for MAX_PAGE_PIXELS at the dpi that
+        fits it, rendered on its own so that its neighbours keep `dpi`."""
+        numbers = range(first, last + 1)
+        fitting = [fitting_dpi([texts[number - 1].size], dpi) for number in numbers]
+        images: list[Image.Image] = []
+        for page_dpi, run in groupby(zip(numbers, fitting, strict=True), key=lambda nd: nd[1]):
+            run_numbers = [number for number, _ in run]
+            for number in run_numbers if page_dpi < dpi else []:
+                width, height = texts[number - 1].size
+                note(
+                    f"page {number} is {width:,.0f} x {height:,.0f} pt: rendered at "
+                    f"{page_dpi:g} dpi instead of {dpi:g}, within VDR_MAX_PAGE_PIXELS"
+                )
+            images += render_pages(path, run_numbers[0], run_numbers[-1], dpi=page_dpi)
+        return images
 
     # Render the next chunk (a pdftoppm process) while this one is encoded.
     with ThreadPoolExecutor(max_workers=1) as renderer:
