@@ -515,7 +515,11 @@ class _BodyLimits:
             else f"the request body exceeds {limit // 2**10} KiB"
         )
         length = _header(scope, b"content-length")
-        # h11 has already refused a Content-Length that is not a number.
+        if length is not None and not length.isdigit():  # h11 refuses it; other servers may not
+            await _answer(
+                scope, send, 400, "Content-Length is not a number", {"connection": "close"}
+            )
+            return
         if length is not None and int(length) > limit:
             await _answer(scope, send, 413, detail, {"connection": "close"})
             return
@@ -586,7 +590,7 @@ class _Deadline:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.timeout_s)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
                 body_in.set()
                 raise HTTPException(
                     408, f"the request body stalled for over {self.timeout_s:g} s"
