@@ -225,11 +225,8 @@ def test_a_request_past_its_deadline_answers_503_and_an_upload_still_lands(
                 "/documents", files={"file": (pdf.name, pdf.read_bytes(), "application/pdf")}
             )
             assert upload.status_code == 503 and "background" in upload.json()["detail"]
-            deadline = time.monotonic() + 120
-            while len(index.documents()) < 2:
-                assert time.monotonic() < deadline, "the upload never landed"
-                time.sleep(0.2)
-        # The server has stopped, after its late work finished: the index is whole.
+        # Stopped at once, the server first let the upload finish: `vdr serve` closes the
+        # index next, and the upload is whole in it.
         (doc,) = [d for d in index.documents() if d.doc_path.endswith("late.pdf")]
         assert doc.n_pages == 3 and index.store.count() == 2 + 3
         assert index.search("glacier survey", k=1)[0].doc_id == doc.doc_id
