@@ -426,6 +426,10 @@ def test_serve_takes_cors_origins_and_timeout_from_flags_or_environment(
         "http://b",
         "http://c",
     ]
+    monkeypatch.setenv("VDR_REQUEST_TIMEOUT", "soon")  # a usage error of serve alone
+    assert _parser().parse_args(["search", "permit"]).query == "permit"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["serve"])
 
 
 # -- 7. a served index ----------------------------------------------------------------------

@@ -177,18 +177,20 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "Serve the search API and web page for an index.")
     serve.add_argument("--host", default=os.environ.get("VDR_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("VDR_PORT", "8000")))
+    # String defaults from the environment go through `type` when serve runs, so a bad value is
+    # a usage error of serve, not a traceback of every command.
+    serve.add_argument("--port", type=int, default=os.environ.get("VDR_PORT", "8000"))
     serve.add_argument(
         "--max-upload-mb",
         type=int,
-        default=int(os.environ.get("VDR_MAX_UPLOAD_MB", "100")),
+        default=os.environ.get("VDR_MAX_UPLOAD_MB", "100"),
         metavar="MB",
         help="largest PDF upload accepted (env VDR_MAX_UPLOAD_MB; default 100)",
     )
     serve.add_argument(
         "--request-timeout",
         type=float,
-        default=float(os.environ.get("VDR_REQUEST_TIMEOUT", "120")),
+        default=os.environ.get("VDR_REQUEST_TIMEOUT", "120"),
         metavar="S",
         help="a request still running after S seconds answers 503 (an upload is still indexed "
         "in the background); a body pausing this long answers 408 (env VDR_REQUEST_TIMEOUT; "
