@@ -14,6 +14,7 @@ import re
 import resource
 import signal
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,23 +224,53 @@ def _poppler(command: list[str], doing: str) -> subprocess.CompletedProcess[byte
     limit = POPPLER_MAX_MB * 2**20
     with contextlib.suppress(ProcessLookupError):  # already finished: nothing left to limit
         resource.prlimit(child.pid, resource.RLIMIT_AS, (limit, limit))
-    try:
-        out, err = child.communicate(timeout=POPPLER_TIMEOUT_S)
-    except subprocess.TimeoutExpired as error:
+    # A bomb makes poppler complain once per object: hundreds of MB of stderr. Keep its start
+    # (the reason we quote) and its end (where an allocation failure is reported).
+    head, tail = bytearray(), bytearray()
+    stdout, stderr = child.stdout, child.stderr
+    assert stdout is not None and stderr is not None  # both are pipes
+
+    def drain() -> None:
+        for chunk in iter(lambda: stderr.read(1 << 16), b""):
+            head.extend(chunk[: max(0, STDERR_KEPT - len(head))])
+            tail.extend(chunk)
+            del tail[:-STDERR_KEPT]
+
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
         child.kill()
-        child.communicate()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    timer = threading.Timer(POPPLER_TIMEOUT_S, stop)
+    reader.start()
+    timer.start()
+    try:
+        out = stdout.read()
+        child.wait()
+        reader.join()
+    finally:
+        timer.cancel()
+        if child.poll() is None:  # interrupted while reading: leave no poppler behind
+            child.kill()
+            child.wait()
+        stdout.close()
+        stderr.close()
+    if timed_out.is_set():
+        raise BadDocument(f"{doing} took over {POPPLER_TIMEOUT_S} s (poppler was stopped)")
+    err = bytes(head)
+    if _OUT_OF_MEMORY.search(bytes(tail)):
         raise BadDocument(
-            f"{doing} took over {POPPLER_TIMEOUT_S} s (poppler was stopped)"
-        ) from error
-    if child.returncode < 0 or _OUT_OF_MEMORY.search(err):
-        # Killed by a signal, or poppler said it could not allocate: almost always the limit.
-        raise BadDocument(
-            f"{doing} failed ({_exit_reason(child.returncode)}; {_first_line(err)}); "
-            f"poppler may use {POPPLER_MAX_MB:,} MB (VDR_POPPLER_MAX_MB)"
+            f"{doing} ran out of memory: poppler may use {POPPLER_MAX_MB:,} MB (VDR_POPPLER_MAX_MB)"
         )
+    if child.returncode < 0:  # poppler crashed on the file (or was killed by someone)
+        raise BadDocument(f"{doing} failed: {_exit_reason(child.returncode)} ({_first_line(err)})")
     return subprocess.CompletedProcess(command, child.returncode, out, err)
 
 
+# Bytes of a poppler tool's stderr kept from its start, and from its end.
+STDERR_KEPT = 1 << 16
 # How poppler says it could not allocate (gmem's messages, C++'s bad_alloc).
 _OUT_OF_MEMORY = re.compile(rb"bad_alloc|[Oo]ut of memory|[Bb]ogus memory allocation")
 

@@ -26,6 +26,7 @@ from vdr.errors import BadDocument
 from vdr.indexer.discover import content_id, discover, is_under
 from vdr.indexer.ocr import OCR_DPI, ocr_words
 from vdr.indexer.pdf import (
+    MAX_PAGE_PIXELS,
     RENDER_DPI,
     PdfCheck,
     check_pdf,
@@ -167,6 +168,29 @@ def _identify(paths: list[Path], report: IndexReport) -> dict[str, Path]:
     return current
 
 
+def _chunks(sizes: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """(first, last) runs of pages, 1-based, of at most PAGES_PER_CHUNK pages and at most
+    MAX_PAGE_PIXELS pixels at the dpi each renders at (one page at least): 16 letter pages
+    (34 million pixels) go together, large posters one at a time, so a chunk's images stay
+    ~150 MB whatever the pages.
+
+    >>> _chunks([(612, 792)] * 20), _chunks([(612, 792), (5000, 5000), (612, 792)])
+    ([(1, 16), (17, 20)], [(1, 1), (2, 2), (3, 3)])
+    """
+    chunks = []
+    first, pixels = 1, 0.0
+    for number, (width, height) in enumerate(sizes, start=1):
+        dpi = fitting_dpi([(width, height)], RENDER_DPI)
+        page = width * height * (dpi / 72) ** 2
+        full = number - first >= PAGES_PER_CHUNK or pixels + page > MAX_PAGE_PIXELS
+        if number > first and full:
+            chunks.append((first, number - 1))
+            first, pixels = number, 0.0
+        pixels += page
+    chunks.append((first, len(sizes)))
+    return chunks
+
+
 def _index_document(
     doc_id: str,
     path: Path,
@@ -182,10 +206,7 @@ def _index_document(
     texts = read_text_layer(path)
     if len(texts) != n_pages:
         raise BadDocument(f"the text layer has {len(texts)} pages, pdfinfo counts {n_pages}")
-    chunks = [
-        (first, min(n_pages, first + PAGES_PER_CHUNK - 1))
-        for first in range(1, n_pages + 1, PAGES_PER_CHUNK)
-    ]
+    chunks = _chunks([text.size for text in texts])
 
     def render(first: int, last: int, dpi: float = RENDER_DPI) -> list[Image.Image]:
         """Pages first..last at `dpi`; a page too large for MAX_PAGE_PIXELS at the dpi that
