@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reportlab.lib.pdfencrypt import StandardEncryption
-from reportlab.pdfgen.canvas import Canvas
 
 from vdr import Index
 from vdr.encoders.textgrid import TextGridEncoder
@@ -23,6 +21,12 @@ from vdr.page_images import PageImages
 from vdr.store import Store
 
 from conftest import DEV_SET, REPO, make_pdf, rasterise
+
+# The bench's bad files, so that this test and benches/bad_pdfs.py judge the same files.
+sys.path.insert(0, str(REPO / "benches"))
+import bad_pdfs
+
+SAMPLE_PAGES = {"bike_maintenance.pdf": 2, "scanned_letter.pdf": 1, "solar_report.pdf": 3}
 
 
 @pytest.fixture()
@@ -158,39 +162,42 @@ def test_identical_files_are_indexed_once(index: Index, samples: Path) -> None:
 
 
 def test_bad_files_are_named_with_reasons_and_the_rest_indexed(index: Index, samples: Path) -> None:
-    (samples / "empty.pdf").write_bytes(b"")
+    """Every bad kind of benches/bad_pdfs.py (corrupt, encrypted, empty, cut short, 10,000
+    pages, a giant page, four bombs) and two files that are not PDFs, beside the samples."""
+    for kind in bad_pdfs.BAD_KINDS:
+        kind.write(samples / kind.name)
     (samples / "notes.pdf").write_text("meeting notes, not a PDF at all\n")
-    good = (samples / "solar_report.pdf").read_bytes()
-    (samples / "corrupt.pdf").write_bytes(good[:200] + os.urandom(4000))
-    (samples / "truncated.pdf").write_bytes(good[: len(good) // 3])
-    locked = Canvas(str(samples / "locked.pdf"), encrypt=StandardEncryption("secret", "owner"))
-    locked.drawString(72, 700, "confidential")
-    locked.save()
     explicit_text = samples.parent / "readme.txt"
     explicit_text.write_text("plain text")
-    # A "PDF bomb": 200,000 nested arrays in the catalog, which recursive parsers overflow on.
-    nesting = "[" * 200_000 + "]" * 200_000
-    (samples / "nested.pdf").write_text(
-        f"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R /Bomb {nesting} >> endobj\n"
-        "2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n"
-        "3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >> endobj\n"
-        "trailer << /Root 1 0 R >>\n%%EOF\n"
-    )
 
     report = index.add([samples, explicit_text])
     reasons = {Path(path).name: reason for path, reason in report.skipped}
-    assert "empty" in reasons["empty.pdf"]
-    assert "not a PDF" in reasons["notes.pdf"] and "not a PDF" in reasons["readme.txt"]
-    assert "corrupt" in reasons["corrupt.pdf"]
-    assert "encrypted" in reasons["locked.pdf"]
-    # A truncated file or the bomb is either repaired by poppler and indexed (the bomb as its one
-    # blank page), or named: never lost silently, and the run goes on.
-    for name in ("truncated.pdf", "nested.pdf"):
-        assert name in reasons or any(p.endswith(name) for p in report.added), name
-    assert {"bike_maintenance.pdf", "scanned_letter.pdf", "solar_report.pdf"} <= {
-        Path(p).name for p in report.added
-    }
-    assert {n for n, _ in page_set(index.store)} >= {"solar_report.pdf", "bike_maintenance.pdf"}
+    notes = {Path(path).name: note for path, note in report.notes}
+    assert reasons.pop("zero_byte.pdf") == "the file is empty"
+    assert (
+        reasons.pop("notes.pdf") == reasons.pop("readme.txt") == "not a PDF file (no %PDF header)"
+    )
+    assert reasons.pop("corrupt.pdf").startswith("the file is corrupt")
+    assert reasons.pop("truncated.pdf").startswith("the file is corrupt or cut short")
+    assert reasons.pop("encrypted.pdf") == "the file is encrypted (a password is required)"
+    assert reasons.pop("many_pages.pdf") == (
+        f"it has 10,000 pages, more than the limit of {pdf.MAX_PAGES:,} (VDR_MAX_PAGES)"
+    )
+    assert reasons.pop("bomb_tree_loop.pdf").startswith("page 2 has no usable size (0 x 0 pt")
+    assert "Page count (1048576)" in reasons.pop("bomb_tree_doubling.pdf")
+    # Poppler stops parsing at its nesting limit and reads the page under a nesting bomb: it is
+    # indexed (with poppler's complaint, when it makes one) or named, never lost or fatal.
+    added = {Path(path).name for path in report.added}
+    bombs_read = {"bomb_arrays.pdf", "bomb_dicts.pdf"} & added
+    for name in ("bomb_arrays.pdf", "bomb_dicts.pdf"):
+        assert (name in bombs_read) != bool(reasons.pop(name, "")), name
+    if "bomb_arrays.pdf" in bombs_read:
+        assert "Dictionary key must be a name object" in notes["bomb_arrays.pdf"]
+    assert reasons == {}
+    assert "rendered at 25.4 dpi instead of 150" in notes["giant_page.pdf"]
+    expected = {**SAMPLE_PAGES, "giant_page.pdf": 1, **dict.fromkeys(bombs_read, 1)}
+    assert Counter(name for name, _ in page_set(index.store)) == expected
+    assert index.store.count() == sum(expected.values())
 
 
 def test_a_giant_page_is_rendered_within_the_pixel_limit(index: Index, tmp_path: Path) -> None:
