@@ -378,10 +378,7 @@ def main() -> None:
             [p["page_id"] for p in index.store.payloads(["page_id"])], {**originals, **log.kept}
         )
     files_astray = upload_files_astray(folder, {**originals, **log.kept}, log.kept)
-    if args.index is None:
-        shutil.rmtree(scratch, ignore_errors=True)
-    else:
-        shutil.rmtree(scratch / "pool", ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)  # the writer's pool, and the index unless --index
 
     failures = [c.failure for c in searches if c.failure] + log.failures
     if writer.returncode != 0:
