@@ -1,5 +1,6 @@
-"""Search under load through a `vdr serve` process while a second process uploads and deletes
-PDFs; afterwards `vdr doctor` and a page count judge what the index holds (issue 9).
+"""Search load on a `vdr serve` process while another process uploads and deletes PDFs.
+
+Afterwards `vdr doctor` and a page count judge what the index holds (issue 9).
 
     python benches/load_search.py [SET_DIR] [--clients 32] [--seconds 60] [--index DIR]
 
