@@ -4,12 +4,13 @@
 
 Writes a folder holding the sample PDFs (samples/pdfs) and one file of each bad kind below,
 runs `vdr index FOLDER --index DIR` on it as one process, and checks that every page of the
-good files is in the index, that every bad file is named on stderr with its reason
-(`vdr index: skipped 'PATH': REASON`, or for a giant page the note that it was rendered at a
-lower dpi), and that the run exits 0, which is what `vdr index` does when some files are
-skipped and the rest indexed (README, "Command line"). Then each bad file is indexed alone, in
-its own process and fresh index, for its own seconds and peak memory (the zero-byte file's run
-is the floor: process start-up, imports and opening an index). Wall time, CPU time and peak
+good files is in the index; that each bad file is skipped with its reason on stderr
+(`vdr index: skipped 'PATH': REASON`), or, where poppler reads it, indexed (with a warning,
+`vdr: 'PATH' NOTE`, for a giant page rendered at a lower dpi or damage poppler read past);
+and that the run exits 0, which is what `vdr index` does when some files are skipped and the
+rest indexed (README, "Command line"). Then each bad file is indexed alone, in its own
+process and fresh index, for its own seconds and peak memory (the zero-byte file's run is
+the floor: process start-up, imports and opening an index). Wall time, CPU time and peak
 resident memory of each process come from wait4's rusage of that child alone. Prints a
 markdown table under a heading naming the date and machine; exits 1 if a check fails.
 
