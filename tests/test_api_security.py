@@ -507,6 +507,12 @@ def test_other_commands_on_a_served_index_talk_to_the_server(
             assert status == 1 and len(lines) == 1, err
             assert lines[0].startswith(f"vdr {command[0]}: ") and words in lines[0]
             assert url in lines[0]
-    finally:
+
+        # SIGTERM (what systemd and `docker stop` send) stops it cleanly, the index closed.
         server.terminate()
-        server.wait(timeout=60)
+        assert server.wait(timeout=60) == 0
+        assert server.stderr and "vdr serve: stopped" in server.stderr.read()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=60)
