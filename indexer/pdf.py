@@ -45,6 +45,13 @@ POPPLER_MAX_MB = int(os.environ.get("VDR_POPPLER_MAX_MB", "2048"))
 POPPLER_TIMEOUT_S = 120
 # Below this a page would render as a few dozen pixels, too few to read or to encode.
 MIN_DPI = 1.0
+# Poppler's parser reads dictionaries and arrays this deep (Parser.cc, recursionLimit) and
+# silently drops what lies deeper: a nesting bomb is read, but not all of it.
+POPPLER_MAX_NESTING = 500
+# Tokens that open and close dictionaries and arrays, and the ends of stream data (binary,
+# where bracket bytes mean nothing); none is longer than _LONGEST_TOKEN bytes.
+_NESTING = re.compile(rb"<<|>>|\[|\]|\bstream(?:\r\n|\r|\n)|\bendstream\b")
+_LONGEST_TOKEN = 16
 _XHTML = "{http://www.w3.org/1999/xhtml}"
 # pdftotext copies control characters from some fonts into its XHTML, which XML forbids.
 _XML_INVALID = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -109,7 +116,51 @@ def check_pdf(path: Path) -> PdfCheck:
         raise BadDocument(
             f"it has {n_pages:,} pages, more than the limit of {MAX_PAGES:,} (VDR_MAX_PAGES)"
         )
-    return PdfCheck(pages=n_pages, damage=_first_line(info.stderr, default=""))
+    damage = _first_line(info.stderr, default="")
+    depth = nesting_depth(path)
+    if depth > POPPLER_MAX_NESTING:
+        deeper = f"objects nested {depth:,} deep; poppler reads {POPPLER_MAX_NESTING} levels"
+        damage = f"{deeper}: {damage}" if damage else deeper
+    return PdfCheck(pages=n_pages, damage=damage)
+
+
+def nesting_depth(path: Path, chunk_bytes: int = 1 << 24) -> int:
+    """How deep the file's dictionaries and arrays nest, stream data left out; read a chunk
+    at a time, so memory stays bounded whatever the file's size.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile(suffix=".pdf") as f:
+    ...     _ = f.write(b"<< /A [ [ 1 ] ] >>stream\\n[[[[endstream << >>")
+    ...     f.flush()
+    ...     nesting_depth(Path(f.name), chunk_bytes=5)
+    3
+    """
+    depth = deepest = 0
+    in_stream = False
+    carry = b""
+    with path.open("rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            data = carry + block
+            # A token may be cut at the end of a chunk: leave the tail for the next one.
+            limit = len(data) - _LONGEST_TOKEN if block else len(data)
+            done = 0
+            for match in _NESTING.finditer(data):
+                if match.start() >= limit:
+                    break
+                token, done = match.group(), match.end()
+                if in_stream:
+                    in_stream = token != b"endstream"
+                elif token.startswith(b"stream"):
+                    in_stream = True
+                elif token in (b"<<", b"["):
+                    depth += 1
+                    deepest = max(deepest, depth)
+                elif token in (b">>", b"]"):
+                    depth = max(0, depth - 1)
+            if not block:
+                return deepest
+            carry = data[max(limit, done) :]
 
 
 def fitting_dpi(sizes: list[tuple[float, float]], dpi: float) -> float:
