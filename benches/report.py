@@ -54,6 +54,18 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
         "Exact rerank: Qdrant's against ours",
         ["benches/rerank.py"],
     ),
+    "kill_index": (
+        "Crash safety: SIGKILL during indexing, re-run, `vdr doctor`",
+        ["benches/kill_index.py", "--kills", "20"],
+    ),
+    "bad_pdfs": (
+        "Bad input: a folder of broken, hostile and huge PDFs beside good ones",
+        ["benches/bad_pdfs.py"],
+    ),
+    "load_search": (
+        "Search under load while another process uploads and deletes",
+        ["benches/load_search.py", "--clients", "32", "--seconds", "60"],
+    ),
 }
 HEADER = """# Benchmarks
 
