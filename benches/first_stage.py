@@ -1,0 +1,251 @@
+"""Which first stage brings the exact top 10 to the rerank in the fewest candidates? The
+product's rows/cols pooling against two token-level alternatives, each scored exactly (no
+HNSW loss) on benches/scale.py's generated ColPali-sized pages (issue 8: at 100k pages the
+rows/cols first stage needs ~10,000 pages reranked for Recall@10 0.95).
+
+    python benches/first_stage.py [--pages 10000] [--candidates 100 200 400]
+        [--clusters 64] [--centroids 4096] [--source-index DIR] [--set DIR]
+
+Pages and queries as in benches/scale.py (benches/scale_data.py, same seed: page n is the
+same page). As each chunk of pages is generated:
+- the exact MaxSim top 10 of every dev-set query over all pages (the ground truth) and each
+  page's MaxSim on its mean-pooled grid rows and columns (scale.Truth);
+- clusters: the page's vectors k-means-pooled into --clusters vectors (8 rounds, starting
+  from grid cells spread over the page), scored by MaxSim like rows and columns;
+- centroids: each vector's nearest of --centroids centroids, k-means-trained on a sample of
+  the first pages' vectors (PLAID's codebook); a page is the set of centroids its vectors
+  fall in. A query token scores a page by the best of its NPROBE nearest centroids that the
+  page holds ("max"), or, as a sparse dot product over an inverted index would, by the sum
+  over the ones it holds of each one's similarity less the next-nearest centroid's ("sum").
+The rerank after any first stage is exact, so Recall@10 of the whole search is the share of
+the true top 10 among the first stage's candidates. Rows+cols passes the union of the top
+C/2 by rows and the top C/2 by cols (at most C pages), the others their top C.
+
+Prints a markdown table (machine, date, command, data) of Recall@10 per method and C, and
+each method's build cost per page. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scale_data
+from scale import (
+    COLS,
+    DEFAULT_SET,
+    DEFAULT_SOURCE,
+    ROWS,
+    Truth,
+    ensure_source_index,
+    log,
+    page_number,
+)
+
+from index_throughput import machine
+
+KMEANS_ROUNDS = 8
+CENTROID_ROUNDS = 10
+CENTROID_SAMPLE = 1 << 18  # vectors the codebook is trained on
+# Centroids each query token probes: "max" loses nothing by probing more, "sum" adds noise
+# with every extra centroid a page holds (16 and 4 were the best of 1-32 on 10,000 pages).
+NPROBE = {"max": 16, "sum": 4}
+
+
+def kmeans_pool(pages: torch.Tensor, clusters: int) -> torch.Tensor:
+    """[n, clusters, dim] float32: each page's vectors ([n, tokens, dim]) k-means-pooled, the
+    means of KMEANS_ROUNDS rounds of assignment by dot product from evenly spread vectors."""
+    start = torch.linspace(0, scale_data.CELLS - 1, clusters).round().long()
+    means = pages[:, start].clone()
+    for _ in range(KMEANS_ROUNDS):
+        nearest = torch.bmm(pages, means.transpose(1, 2)).argmax(dim=2)
+        members = torch.nn.functional.one_hot(nearest, clusters).float()
+        counts = members.sum(dim=1)[..., None]
+        sums = torch.bmm(members.transpose(1, 2), pages)
+        means = torch.where(counts > 0, sums / counts.clamp(min=1), means)
+    return means
+
+
+def train_centroids(sample: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """[k, dim] unit centroids by spherical k-means on `sample` ([n, dim] float32)."""
+    generator = torch.Generator().manual_seed(seed)
+    centroids = sample[torch.randperm(len(sample), generator=generator)[:k]].clone()
+    for _ in range(CENTROID_ROUNDS):
+        nearest = nearest_centroids(sample, centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, nearest, sample)
+        empty = torch.bincount(nearest, minlength=k) == 0
+        refill = sample[torch.randint(len(sample), (k,), generator=generator)]
+        centroids = torch.nn.functional.normalize(torch.where(empty[:, None], refill, sums), dim=1)
+    return centroids
+
+
+def nearest_centroids(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """[n] int64: the centroid of largest dot product with each of `vectors` ([n, dim])."""
+    return torch.cat([(part @ centroids.T).argmax(dim=1) for part in vectors.split(1 << 16)])
+
+
+class CentroidIndex:
+    """Pages as sets of centroid numbers, with an inverted list (page numbers) per centroid."""
+
+    def __init__(self, centroids: torch.Tensor) -> None:
+        self.centroids = centroids.numpy()
+        self._codes: list[np.ndarray] = []
+        self._pages: list[np.ndarray] = []
+
+    def add(self, first: int, pages: torch.Tensor) -> None:
+        """Pages first .. first + n - 1 ([n, tokens, dim])."""
+        n, tokens, dim = pages.shape
+        codes = nearest_centroids(pages.reshape(-1, dim), torch.from_numpy(self.centroids))
+        for number, held in enumerate(codes.view(n, tokens).numpy()):
+            unique = np.unique(held)
+            self._codes.append(unique.astype(np.int32))
+            self._pages.append(np.full(len(unique), first + number, np.int32))
+
+    def finish(self, n_pages: int) -> None:
+        codes, pages = np.concatenate(self._codes), np.concatenate(self._pages)
+        order = np.argsort(codes, kind="stable")
+        self.listed = pages[order]
+        self.starts = np.searchsorted(codes[order], np.arange(len(self.centroids) + 1))
+        self.held_per_page = len(codes) / n_pages
+        self.n_pages = n_pages
+
+    def scores(self, query: np.ndarray, mode: str) -> np.ndarray:
+        """[n_pages] float32 first-stage score of every page for `query` ([m, dim])."""
+        nprobe = NPROBE[mode]
+        similarity = query @ self.centroids.T
+        probed = np.argpartition(-similarity, nprobe + 1, axis=1)[:, : nprobe + 1]
+        total = np.zeros(self.n_pages, np.float32)
+        for token, ranked in zip(similarity, probed, strict=True):
+            ranked = ranked[np.argsort(-token[ranked])]
+            floor = token[ranked[nprobe]]
+            best = np.full(self.n_pages, floor if mode == "max" else 0.0, np.float32)
+            for centroid in ranked[:nprobe][::-1]:  # worst first, so the best is written last
+                pages = self.listed[self.starts[centroid] : self.starts[centroid + 1]]
+                if mode == "max":
+                    best[pages] = token[centroid]
+                else:
+                    best[pages] += token[centroid] - floor
+            total += best
+        return total
+
+
+def recall(true_top: np.ndarray, candidates: list[np.ndarray]) -> float:
+    """Mean share of each query's true top 10 ([q, 10]) among its candidates (one array of
+    page numbers a query)."""
+    return float(
+        np.mean([len(set(t) & set(c)) / len(t) for t, c in zip(true_top, candidates, strict=True)])
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=10_000)
+    parser.add_argument("--candidates", type=int, nargs="+", default=[100, 200, 400])
+    parser.add_argument("--clusters", type=int, default=64)
+    parser.add_argument("--centroids", type=int, default=4096)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source-index", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--set", type=Path, default=DEFAULT_SET)
+    args = parser.parse_args()
+    command = "python benches/first_stage.py " + shlex.join(sys.argv[1:])
+
+    ensure_source_index(args.source_index, args.set)
+    source = scale_data.load_source(args.source_index, args.set)
+    queries = source.queries
+    truth = Truth(queries, scale_data.patch_index(args.seed), range(len(queries)))
+    sample_pages = -(-CENTROID_SAMPLE // scale_data.TOKENS) * 2
+    _, first_pages = next(scale_data.pages(source, args.seed, min(args.pages, sample_pages)))
+    sample = torch.from_numpy(first_pages.reshape(-1, scale_data.DIM))
+    generator = torch.Generator().manual_seed(args.seed)
+    sample = sample[torch.randperm(len(sample), generator=generator)[:CENTROID_SAMPLE]]
+    started = time.perf_counter()
+    index = CentroidIndex(train_centroids(sample, args.centroids, args.seed))
+    train_s = time.perf_counter() - started
+    log(f"centroids trained in {train_s:.0f} s on {len(sample):,} vectors")
+
+    tokens = torch.from_numpy(np.concatenate(queries))
+    owner = torch.from_numpy(np.repeat(np.arange(len(queries)), [len(q) for q in queries]))
+    cluster_scores = []
+    spent = {"clusters": 0.0, "centroids": 0.0}
+    for first, vectors in scale_data.pages(source, args.seed, args.pages):
+        truth.add(first, vectors)
+        pages = torch.from_numpy(vectors)
+        started = time.perf_counter()
+        pooled = torch.cat([kmeans_pool(part, args.clusters) for part in pages.split(50)])
+        spent["clusters"] += time.perf_counter() - started
+        best = (tokens @ pooled.reshape(-1, scale_data.DIM).T).view(len(tokens), len(pages), -1)
+        cluster_scores.append(
+            torch.zeros(len(queries), len(pages)).index_add_(0, owner, best.amax(dim=2))
+        )
+        started = time.perf_counter()
+        index.add(first, pages)
+        spent["centroids"] += time.perf_counter() - started
+        log(f"  {first + len(vectors):,} pages")
+    index.finish(args.pages)
+
+    true_top = np.array([[page_number(p) for p in truth.top(q)] for q in truth.row])
+    rows, cols = truth.ranks(ROWS), truth.ranks(COLS)
+    clusters = torch.cat(cluster_scores, dim=1)
+    by_centroids = {
+        mode: np.stack([index.scores(q, mode) for q in queries]) for mode in ("max", "sum")
+    }
+
+    def rows_cols(c: int) -> list[np.ndarray]:
+        return [
+            np.flatnonzero((r < c // 2) | (k < c // 2)) for r, k in zip(rows, cols, strict=True)
+        ]
+
+    def top(scores: np.ndarray) -> Callable[[int], list[np.ndarray]]:
+        return lambda c: list(np.argpartition(-scores, c, axis=1)[:, :c])
+
+    per_page = {name: f"{seconds / args.pages * 1e3:.1f} ms" for name, seconds in spent.items()}
+    # (first stage, candidates at C, build cost per page)
+    methods = [
+        ("rows+cols (the product's)", rows_cols, "-"),
+        (
+            f"clusters: {args.clusters} k-means means a page",
+            top(clusters.numpy()),
+            per_page["clusters"],
+        ),
+        *(
+            (
+                f"centroids, {mode}: {args.centroids:,}, {NPROBE[mode]} probed a token",
+                top(by_centroids[mode]),
+                f"{per_page['centroids']} + {train_s:.0f} s training",
+            )
+            for mode in ("max", "sum")
+        ),
+    ]
+
+    print(
+        f"### First stages scored exactly, {args.pages:,} generated pages, "
+        f"{datetime.date.today()}, {machine()}, `{command}`\n"
+    )
+    print(
+        f"Pages of {scale_data.TOKENS:,} x {scale_data.DIM} vectors from {source.n_sources} real "
+        f"pages of `{args.source_index}` (seed {args.seed}); {len(queries)} real queries. "
+        f"A page holds {index.held_per_page:.0f} distinct centroids on average.\n"
+    )
+    header = " | ".join(f"C={c}" for c in args.candidates)
+    print(f"| first stage | {header} | build per page |")
+    print("|---|" + "---:|" * (len(args.candidates) + 1))
+    for name, candidates_of, build in methods:
+        cells = " | ".join(f"{recall(true_top, candidates_of(c)):.3f}" for c in args.candidates)
+        print(f"| {name} | {cells} | {build} |")
+    print(
+        "\nRecall@10 of the whole search (the rerank is exact) when the first stage passes C "
+        "pages; rows+cols passes the union of its top C/2 by rows and by cols."
+    )
+
+
+if __name__ == "__main__":
+    main()
