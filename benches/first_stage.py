@@ -162,8 +162,8 @@ def main() -> None:
     source = scale_data.load_source(args.source_index, args.set)
     queries = source.queries
     truth = Truth(queries, scale_data.patch_index(args.seed), range(len(queries)))
-    sample_pages = -(-CENTROID_SAMPLE // scale_data.TOKENS) * 2
-    _, first_pages = next(scale_data.pages(source, args.seed, min(args.pages, sample_pages)))
+    # The codebook learns from the first chunk of pages, as an index would from its first pages.
+    _, first_pages = next(scale_data.pages(source, args.seed, args.pages))
     sample = torch.from_numpy(first_pages.reshape(-1, scale_data.DIM))
     generator = torch.Generator().manual_seed(args.seed)
     sample = sample[torch.randperm(len(sample), generator=generator)[:CENTROID_SAMPLE]]
