@@ -153,6 +153,7 @@ def create_app(
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
     *,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    body_timeout_s: float | None = None,
     cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """A FastAPI app serving `index`, which stays open for the app's lifetime.
@@ -160,7 +161,10 @@ def create_app(
     api_key:           required on every route but /healthz when set
     max_upload_mb:     largest PDF accepted by POST /documents
     request_timeout_s: longest a request may be handled before it answers 503 (the work goes
-                       on in the background), and longest pause inside a request body (408)
+                       on in the background)
+    body_timeout_s:    longest pause inside a request body before it answers 408 (a slow
+                       client, where request_timeout_s bounds a slow server); by default
+                       request_timeout_s
     cors_origins:      browser origins allowed to call the API from their pages; none (the
                        default) sends no CORS headers at all
     """
@@ -180,7 +184,12 @@ def create_app(
     )
     # add_middleware puts each new layer outside the ones before it.
     app.add_middleware(_InternalErrors)
-    app.add_middleware(_Deadline, timeout_s=request_timeout_s, late=late)
+    app.add_middleware(
+        _Deadline,
+        timeout_s=request_timeout_s,
+        body_timeout_s=request_timeout_s if body_timeout_s is None else body_timeout_s,
+        late=late,
+    )
     app.add_middleware(_BodyLimits, upload_bytes=max_upload_mb * 2**20 + MULTIPART_OVERHEAD_BYTES)
     if cors_origins:
         app.add_middleware(
@@ -561,16 +570,19 @@ class _LateWork:
 
 class _Deadline:
     """Answers 503 for a request not handled within timeout_s of its body's arrival, and 408
-    when its body pauses for longer than that.
+    when its body pauses for longer than body_timeout_s.
 
     Routes run in worker threads, which cannot be interrupted, so the request's work is not
     cancelled: it runs on (held by `late`) and its own answer is dropped. An upload that outlives
     the deadline is therefore indexed whole and appears in GET /documents once done.
     """
 
-    def __init__(self, app: ASGIApp, timeout_s: float, late: _LateWork) -> None:
+    def __init__(
+        self, app: ASGIApp, timeout_s: float, body_timeout_s: float, late: _LateWork
+    ) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        self.body_timeout_s = body_timeout_s
         self.late = late
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -589,11 +601,11 @@ class _Deadline:
             if body_in.is_set():  # after the body: a wait for disconnect, not bounded
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.timeout_s)
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
             except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
                 body_in.set()
                 raise HTTPException(
-                    408, f"the request body stalled for over {self.timeout_s:g} s"
+                    408, f"the request body stalled for over {self.body_timeout_s:g} s"
                 ) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_in.set()
