@@ -46,6 +46,10 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
             "10000",
         ],
     ),
+    "first_stage": (
+        "First stages compared, each scored exactly: what the rerank gets to see",
+        ["benches/first_stage.py", "--pages", "10000"],
+    ),
     "maxsim": (
         "MaxSim on CPU: our path against colpali-engine and a plain matmul",
         ["benches/maxsim.py", "--docs", "1000", "10000", "--queries", "1", "32"],
