@@ -216,12 +216,13 @@ def _index_document(
         images: list[Image.Image] = []
         for page_dpi, run in groupby(zip(numbers, fitting, strict=True), key=lambda nd: nd[1]):
             run_numbers = [number for number, _ in run]
-            for number in run_numbers if page_dpi < dpi else []:
-                width, height = texts[number - 1].size
-                note(
-                    f"page {number} is {width:,.0f} x {height:,.0f} pt: rendered at "
-                    f"{page_dpi:g} dpi instead of {dpi:g}, within VDR_MAX_PAGE_PIXELS"
-                )
+            if page_dpi < dpi:
+                for number in run_numbers:
+                    width, height = texts[number - 1].size
+                    note(
+                        f"page {number} is {width:,.0f} x {height:,.0f} pt: rendered at "
+                        f"{page_dpi:g} dpi instead of {dpi:g}, within VDR_MAX_PAGE_PIXELS"
+                    )
             images += render_pages(path, run_numbers[0], run_numbers[-1], dpi=page_dpi)
         return images
 
