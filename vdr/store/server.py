@@ -127,7 +127,7 @@ class ServerStore(Store):
         self.client.upsert(self.collection, points=points, wait=True)
 
     def _vectors(self, record: PageRecord) -> dict[str, Any]:
-        vectors: dict[str, Any] = {n: v.tolist() for n, v in vectors_of(record.embedding).items()}
+        vectors: dict[str, Any] = dict(vectors_of(record.embedding))
         if self.has_text:
             indices, values = text_vector_of(record)
             vectors[TEXT] = models.SparseVector(indices=indices, values=values)
