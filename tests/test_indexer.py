@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from vdr import Index
+from vdr.doctor import check
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.indexer import pdf
 from vdr.indexer.pipeline import index_paths
 from vdr.page_images import PageImages
-from vdr.store import Store
+from vdr.store import Store, edge
 
 from conftest import DEV_SET, REPO, make_pdf, rasterise
 
@@ -278,6 +279,29 @@ def test_sigkill_mid_run_then_rerun_leaves_every_page_once(tmp_path: Path) -> No
         assert index.store.count() == len(expected)
         assert len(index.images.page_ids()) == len(expected)
         assert not list((index_dir / "pages").glob("*.tmp"))
+
+
+def test_flushing_after_every_page_leaves_a_consistent_index(
+    tmp_path: Path, samples: Path, encoder: TextGridEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store flushed after each write of a run: reopened, every page is there once, with
+    its image, and searches find the same pages with the same scores."""
+    del encoder  # loaded once for the session; the index gets the same cached model
+    (samples / "scanned_letter.pdf").unlink()  # OCR adds time, not coverage, here
+    monkeypatch.setattr(edge, "FLUSH_EVERY_PAGES", 1)
+    query = "quarterly generation per site table"
+    with Index(tmp_path / "index") as index:
+        assert index.add([samples]).pages_encoded == 5
+        expected = [(h.page_id, h.score) for h in index.search(query, k=5)]
+    with Index(tmp_path / "index") as index:
+        assert page_set(index.store) == sorted(
+            (name, p)
+            for name, n in SAMPLE_PAGES.items()
+            if name != "scanned_letter.pdf"
+            for p in range(1, n + 1)
+        )
+        assert check(index).healthy
+        assert [(h.page_id, h.score) for h in index.search(query, k=5)] == expected
 
 
 def test_qdrant_server_code_path_ranks_like_the_embedded_store(
