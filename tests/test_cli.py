@@ -7,16 +7,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from tests.test_edge_store import PAGES, big_records
 from vdr import Index
 from vdr.cli import main
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.errors import VdrError
+from vdr.store.edge import EdgeStore
 
-from conftest import REPO
+from conftest import REPO, make_pdf
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +279,81 @@ def test_heatmap_of_one_word_and_of_all_words(
         "heatmap", "brake pad", "--page", page_id, "--index", str(built), "--token", "7"
     )
     assert_one_sentence_error(result, "--token must be 'all' or a word number from 0 to 1")
+
+
+def manifest_of(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "vdr.json").read_text())
+
+
+def test_index_optimizes_once_enough_pages_changed(
+    tmp_path: Path,
+    samples: Path,
+    encoder: TextGridEncoder,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With the threshold lowered to 6 pages: 5 sample pages are not enough, 2 more are."""
+    del encoder  # loaded once; the CLI in this process reuses it
+    (samples / "scanned_letter.pdf").unlink()  # OCR adds time, not coverage, here
+    monkeypatch.setattr("vdr.index.OPTIMIZE_MIN_PAGES", 6)
+    folder = tmp_path / "index"
+    indexing = ["index", str(samples), "--index", str(folder)]
+    # MaxSim only: BM25 scores move with every page added (IDF), MaxSim scores do not.
+    searching = ["search", "quarterly generation per site", "--index", str(folder), "-k", "10"]
+    assert main([*indexing, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["optimized"] is None
+    assert manifest_of(folder)["pages_since_optimize"] == 5
+    assert main([*searching, "--mode", "late", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+
+    make_pdf(samples / "extra.pdf", [[("harbour dredging permit", 72, 72, 12)]] * 2)
+    assert main([*indexing, "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert "optimizing (7 pages written since the last optimize)" in printed.err
+    assert "7 pages in the index; optimized in" in printed.out
+    assert manifest_of(folder)["pages_since_optimize"] == 0
+    assert main([*searching, "--mode", "late", "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert [h for h in after if not h["doc_path"].endswith("extra.pdf")] == before
+
+    assert main([*indexing, "--json"]) == 0  # nothing written: nothing to optimize
+    assert json.loads(capsys.readouterr().out)["optimized"] is None
+    # An index made before vdr counted writes has all its pages to optimize.
+    manifest = manifest_of(folder)
+    del manifest["pages_since_optimize"]
+    (folder / "vdr.json").write_text(json.dumps(manifest))
+    with Index(folder) as index:
+        assert index.pages_since_optimize == 7 and index.optimize_due()
+    # A large index waits for a quarter of its pages to change (of 7 pages: 1.75).
+    monkeypatch.setattr("vdr.index.OPTIMIZE_MIN_PAGES", 1)
+    for written, due in ((1, False), (2, True)):
+        (folder / "vdr.json").write_text(json.dumps({**manifest, "pages_since_optimize": written}))
+        with Index(folder) as index:
+            assert index.optimize_due() is due
+
+
+def test_optimize_command_builds_the_search_graphs(
+    tmp_path: Path, encoder: TextGridEncoder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pages written straight into the store, enough (~12 MB) for Qdrant Edge to index."""
+    del encoder  # loaded once; Index in this process reuses it
+    folder = tmp_path / "index"
+    with Index(folder) as index:
+        index.store.upsert(big_records(np.random.default_rng(0), 1, PAGES, PAGES))
+    assert main(["optimize", "--index", str(folder)]) == 0
+    printed = capsys.readouterr()
+    assert "optimizing" in printed.err
+    assert (
+        printed.out.startswith(f"optimized {PAGES} pages") and "search graphs built" in printed.out
+    )
+    with Index(folder) as index:
+        assert isinstance(index.store, EdgeStore)
+        # BM25 plus full, rows and cols: the pooled vectors now have their graphs.
+        assert index.store.shard.info().indexed_vectors_count == 4 * PAGES
+    assert main(["optimize", "--index", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is False
+
+
+def test_optimize_without_an_index(tmp_path: Path) -> None:
+    assert_one_sentence_error(run_cli("optimize", "--index", str(tmp_path / "none")), "no index")
+    assert not (tmp_path / "none").exists()

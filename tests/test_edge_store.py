@@ -1,5 +1,6 @@
-"""The embedded store's upkeep: flushing during a run keeps the write-ahead log bounded, and a
-kill after flushes loses nothing."""
+"""The embedded store's upkeep: optimizing builds its search graphs without changing results,
+flushing during a run keeps the write-ahead log bounded, and a kill after flushes loses
+nothing."""
 
 from __future__ import annotations
 
@@ -40,6 +41,25 @@ def edge_store(tmp_path: Path) -> Iterator[EdgeStore]:
     store = EdgeStore(tmp_path / "qdrant", DIM)
     yield store
     store.close()
+
+
+def test_optimize_builds_the_graphs_and_keeps_the_results(edge_store: EdgeStore) -> None:
+    rng = np.random.default_rng(0)
+    edge_store.upsert(big_records(rng, 1, PAGES, PAGES))
+    query = rng.standard_normal((5, DIM)).astype(np.float32)
+    before = [edge_store.search(query, k=5, candidates=c) for c in (None, 8)]
+    plain = edge_store.shard.info()
+    # Only the sparse BM25 vectors count as indexed in a plain segment.
+    assert plain.indexed_vectors_count == PAGES
+
+    assert edge_store.optimize() is True
+    optimized = edge_store.shard.info()
+    # BM25 plus the three dense vectors, full ("m=0", never searched) and the graphs on
+    # rows and cols.
+    assert optimized.indexed_vectors_count == 4 * PAGES
+    assert optimized.points_count == PAGES
+    assert [edge_store.search(query, k=5, candidates=c) for c in (None, 8)] == before
+    assert edge_store.optimize() is False  # nothing left to do
 
 
 def test_flushing_every_few_pages_keeps_the_log_bounded(

@@ -176,6 +176,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(run=_doctor)
 
+    optimize = command(
+        "optimize",
+        "Merge the embedded store's segments and build its search graphs now (vdr index does "
+        "so by itself once enough pages changed); minutes for a large index.",
+    )
+    optimize.set_defaults(run=_optimize)
+
     serve = command("serve", "Serve the search API and web page for an index.")
     serve.add_argument("--host", default=os.environ.get("VDR_HOST", "127.0.0.1"))
     # String defaults from the environment go through `type` when serve runs, so a bad value is
@@ -232,15 +239,31 @@ def _open(args: argparse.Namespace, folder: Path | None = None, create: bool = F
 
 
 def _index(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     started = time.perf_counter()
+    optimized = None
     with _open(args, create=True) as index:
         report = index.add(args.paths, progress=not args.quiet and not args.json)
+        if index.optimize_due():
+            if not args.json:
+                print(
+                    f"vdr index: optimizing ({index.pages_since_optimize:,} pages written since "
+                    "the last optimize): building the search graphs can take minutes",
+                    file=sys.stderr,
+                )
+            optimized = index.optimize()
         total_pages = index.store.count()
     seconds = time.perf_counter() - started
     if args.json:
         print(
             json.dumps(
-                {**report.__dict__, "seconds": round(seconds, 3), "pages_in_index": total_pages}
+                {
+                    **report.__dict__,
+                    "seconds": round(seconds, 3),
+                    "pages_in_index": total_pages,
+                    "optimized": optimized and asdict(optimized),
+                }
             )
         )
         return 0
@@ -256,7 +279,37 @@ def _index(args: argparse.Namespace) -> int:
         f"{seconds:.1f} s; {len(report.unchanged)} unchanged, {len(report.moved)} moved, "
         f"{len(report.removed)} removed, {len(report.skipped)} skipped; "
         f"{total_pages} pages in the index"
+        + (f"; optimized in {optimized.seconds:.1f} s" if optimized else "")
     )
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    with _open(args) as index:
+        if not args.json and not index.store.optimizes_itself:
+            print(
+                f"vdr optimize: optimizing {index.path} ({index.store.count():,} pages); this can "
+                "take minutes",
+                file=sys.stderr,
+            )
+        done = index.optimize()
+        server = index.qdrant_url if index.store.optimizes_itself else None
+    if args.json:
+        print(json.dumps(asdict(done)))
+    elif server:
+        print(f"nothing to do: the Qdrant server at {server} optimizes the vectors by itself")
+    elif done.changed:
+        print(
+            f"optimized {done.pages:,} pages ({done.written:,} written since the last optimize) "
+            f"in {done.seconds:.1f} s: segments merged, search graphs built"
+        )
+    else:
+        print(
+            f"nothing to optimize: the store was already optimal ({done.pages:,} pages; checked "
+            f"in {done.seconds:.1f} s)"
+        )
     return 0
 
 

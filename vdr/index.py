@@ -4,7 +4,8 @@ The CLI and the HTTP server are thin layers over this class; README.md shows it 
 example runs in the test suite).
 
 An index folder holds:
-    vdr.json   which encoder (and settings) built it, and where its vectors live
+    vdr.json   which encoder (and settings) built it, where its vectors live, and how many
+               pages were written since the store was last optimized
     qdrant/    the Qdrant Edge shard (absent when a Qdrant server holds the vectors)
     pages/     one JPEG per page
     lock       held by the process that has the index open
@@ -16,8 +17,10 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,6 +44,27 @@ QUERY_CACHE_SIZE = 256
 FORMAT_VERSION = 1
 # Share of free GPU memory the resident page vectors may take before auto falls back to Qdrant.
 GPU_RESIDENT_SHARE = 0.5
+# When an indexing run optimizes the embedded store (Index.optimize_due). Pages written since
+# the last optimize sit in plain segments, which every first-stage query scans: 231 ms a query
+# at 10,000 ColPali-sized pages against 23 ms through the HNSW graphs (BENCHMARKS.md, first
+# stage of 100), so ~23 ms per 1,000 plain pages, what the whole HNSW first stage costs.
+# Optimizing rebuilds the graphs of the whole index, not only of the new pages (~11 s at 1,000
+# pages, ~255 s at 10,000), so it waits until the index holds OPTIMIZE_MIN_PAGES and the pages
+# written since make up OPTIMIZE_SHARE of it: small indexes never pay for it, and a large one
+# growing run by run spends at most ~5x one rebuild in all (1 + 1/1.25 + 1/1.25^2 + ...) while
+# its first stage scans at most a fifth of it.
+OPTIMIZE_MIN_PAGES = 1000
+OPTIMIZE_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class OptimizeReport:
+    """What Index.optimize did: changed is False when the store was already optimal."""
+
+    changed: bool
+    pages: int  # in the index
+    written: int  # pages written since the previous optimize
+    seconds: float
 
 
 class Index:
@@ -93,6 +117,7 @@ class Index:
         self._lock = _lock(self.path)
         try:
             manifest = self._manifest(model, qdrant_url, pool_factor, storage)
+            self._manifest_fields = manifest
             self.model: str = manifest["model"]
             self.pool_factor: int = manifest["pool_factor"]
             self.storage: str = manifest["storage"]
@@ -132,8 +157,11 @@ class Index:
     # -- writing ----------------------------------------------------------------------------
 
     def add(self, paths: Sequence[str | Path], *, progress: bool = False) -> IndexReport:
-        """Index the PDFs under `paths`; changed files are re-encoded, removed ones dropped."""
-        return index_paths(
+        """Index the PDFs under `paths`; changed files are re-encoded, removed ones dropped.
+
+        Does not optimize the store: the caller asks optimize_due() and decides, since an
+        optimize can take minutes (`vdr index` does; `vdr serve` would hold up an upload)."""
+        report = index_paths(
             [Path(p) for p in paths],
             lambda: self.encoder,
             self.store,
@@ -141,6 +169,40 @@ class Index:
             pool_factor=self.pool_factor,
             progress=progress,
         )
+        if report.pages_encoded:
+            # Counted once the run returns: a killed run's pages go uncounted, but for those
+            # of the document it left half written, which the re-run writes (and counts) again.
+            self._save_manifest(
+                pages_since_optimize=self.pages_since_optimize + report.pages_encoded
+            )
+        return report
+
+    @property
+    def pages_since_optimize(self) -> int:
+        """Pages written since the store was last optimized; every page of an index made
+        before vdr kept count."""
+        written = self._manifest_fields.get("pages_since_optimize")
+        return self.store.count() if written is None else int(written)
+
+    def optimize_due(self) -> bool:
+        """Whether the embedded store has changed enough since its last optimize for one to pay
+        (OPTIMIZE_MIN_PAGES, OPTIMIZE_SHARE); never for a Qdrant server, which optimizes by
+        itself."""
+        if self.store.optimizes_itself:
+            return False
+        pages = self.store.count()
+        needed = max(OPTIMIZE_MIN_PAGES, OPTIMIZE_SHARE * pages)
+        return pages >= OPTIMIZE_MIN_PAGES and self.pages_since_optimize >= needed
+
+    def optimize(self) -> OptimizeReport:
+        """Merge the store's segments and build its HNSW graphs now, whether due or not;
+        blocks until done (~11 s at 1,000 pages, ~255 s at 10,000 on 2 cores)."""
+        written = self.pages_since_optimize
+        started = time.perf_counter()
+        changed = self.store.optimize()
+        seconds = time.perf_counter() - started
+        self._save_manifest(pages_since_optimize=0)
+        return OptimizeReport(changed, self.store.count(), written, seconds)
 
     def remove(self, doc_ids: Sequence[str]) -> None:
         """Forget these documents: store first, then images, so no point outlives its image."""
@@ -302,11 +364,21 @@ class Index:
             "qdrant_url": qdrant_url,
             "pool_factor": pool_factor or 1,
             "storage": storage or DEFAULT_STORAGE,
+            "pages_since_optimize": 0,
         }
-        tmp = file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, file)
+        _write_manifest(file, manifest)
         return manifest
+
+    def _save_manifest(self, **changes: Any) -> None:
+        """Record these fields in vdr.json (atomically: a crash leaves the old or the new)."""
+        self._manifest_fields = {**self._manifest_fields, **changes}
+        _write_manifest(self.path / MANIFEST, self._manifest_fields)
+
+
+def _write_manifest(file: Path, manifest: dict[str, Any]) -> None:
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, file)
 
 
 def _check_rerank(rerank: str) -> None:

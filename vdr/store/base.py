@@ -125,6 +125,10 @@ class Store(ABC):
     search); every write through the store forgets what it changes.
     """
 
+    # Whether the engine builds its search structures by itself (a Qdrant server does, in
+    # the background), so that optimize() has nothing to do.
+    optimizes_itself = False
+
     def __init__(self) -> None:
         self._pages: OrderedDict[str, StoredPage] = OrderedDict()
         self._pages_lock = threading.Lock()
@@ -293,9 +297,10 @@ class Store(ABC):
         """Number of pages."""
 
     @abstractmethod
-    def optimize(self) -> None:
+    def optimize(self) -> bool:
         """Build the search structures a large collection needs (HNSW graphs on the pooled
-        vectors) now, rather than scanning on every query."""
+        vectors) now, rather than scanning on every query; blocks until done (minutes for
+        10,000 pages). Returns whether anything changed (False: already optimal)."""
 
     @abstractmethod
     def close(self) -> None:

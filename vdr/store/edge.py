@@ -221,10 +221,11 @@ class EdgeStore(Store):
     def count(self) -> int:
         return int(self.shard.count(CountRequest(exact=True)))
 
-    def optimize(self) -> None:
+    def optimize(self) -> bool:
         # Qdrant Edge has no background optimizer: segments stay plain (every first-stage query
-        # a scan) until asked to merge them and build their HNSW graphs.
-        self.shard.optimize()
+        # a scan) until asked to merge them and build their HNSW graphs. It leaves a segment
+        # below its indexing threshold (~10 MB of vectors) plain: scanning one costs little.
+        return bool(self.shard.optimize())
 
     def close(self) -> None:
         self.shard.close()

@@ -46,6 +46,8 @@ DEFAULT_COLLECTION = "vdr"
 class ServerStore(Store):
     """Pages in collection `collection` of the Qdrant at `url` (":memory:" for in-process)."""
 
+    optimizes_itself = True
+
     def __init__(
         self,
         url: str,
@@ -239,8 +241,9 @@ class ServerStore(Store):
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
 
-    def optimize(self) -> None:
+    def optimize(self) -> bool:
         """Nothing to do: a Qdrant server's own optimizer builds HNSW graphs in the background."""
+        return False
 
     def close(self) -> None:
         self.client.close()
