@@ -51,8 +51,8 @@ GPU_RESIDENT_SHARE = 0.5
 # Optimizing rebuilds the graphs of the whole index, not only of the new pages (~11 s at 1,000
 # pages, ~255 s at 10,000), so it waits until the index holds OPTIMIZE_MIN_PAGES and the pages
 # written since make up OPTIMIZE_SHARE of it: small indexes never pay for it, and a large one
-# growing run by run spends at most ~5x one rebuild in all (1 + 1/1.25 + 1/1.25^2 + ...) while
-# its first stage scans at most a fifth of it.
+# growing run by run (by a third between optimizes) spends at most ~4x its last rebuild in all
+# (1 + 3/4 + (3/4)^2 + ...) while its first stage scans under a quarter of it.
 OPTIMIZE_MIN_PAGES = 1000
 OPTIMIZE_SHARE = 0.25
 
