@@ -48,7 +48,17 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
     ),
     "first_stage": (
         "First stages compared, each scored exactly: what the rerank gets to see",
-        ["benches/first_stage.py", "--pages", "10000"],
+        [
+            "benches/first_stage.py",
+            "--pages",
+            "10000",
+            "30000",
+            "--candidates",
+            "50",
+            "100",
+            "200",
+            "400",
+        ],
     ),
     "maxsim": (
         "MaxSim on CPU: our path against colpali-engine and a plain matmul",
