@@ -283,3 +283,21 @@ def test_bm25_over_page_words(store: Store) -> None:
     assert store.search_text("the and of", k=5) == []  # stop words only: nothing to match
     scores = [h.score for h in store.search_text("harbour", k=5)]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and scores[0] > 0
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_picked_pages_alone_are_reranked_exactly_and_deleted_ids_pass_over(
+    filled: tuple[Store, list[PageRecord], np.ndarray], resident: bool
+) -> None:
+    """What the token first stage relies on, on both backends and both reranks."""
+    store, _, query = filled
+    if resident:
+        store.keep_resident(ResidentVectors(torch.device("cpu")))
+    exact = store.search(query, k=9, candidates=None)
+    picked = [h.page_id for h in exact[2:5]] + ["zzzz-p9"]  # no such page
+    got = store.search(query, k=9, candidates=4, picked=picked, pooled=False)
+    assert [h.page_id for h in got] == picked[:3]
+    np.testing.assert_allclose([h.score for h in got], [h.score for h in exact[2:5]], rtol=1e-4)
+    # With the pooled stage too (here wide enough for every page), the union is reranked.
+    both = store.search(query, k=9, candidates=9, picked=picked)
+    assert [h.page_id for h in both] == [h.page_id for h in exact]

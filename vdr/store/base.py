@@ -219,6 +219,12 @@ class Store(ABC):
         """Multi-vector rows stored across all pages (their full multi-vectors)."""
         return sum(int(p["n_vectors"]) for p in self.payloads(["n_vectors"]))
 
+    def page_vectors(self) -> Iterator[tuple[str, np.ndarray]]:
+        """(page id, [n, dim] float32 full multi-vector) of every page, in the store's order
+        (by point id, so documents come mixed); a blank page has n = 0."""
+        for payload, full in self._scroll(["page_id", "n_vectors"], with_full=True):
+            yield payload["page_id"], np.asarray(full, np.float32)[: int(payload["n_vectors"])]
+
     def payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
         """These payload fields of every point (page), in no particular order."""
         return (payload for payload, _ in self._scroll(fields, with_full=False))
@@ -236,12 +242,17 @@ class Store(ABC):
         k: int,
         candidates: int | None,
         doc_ids: Sequence[str] | None = None,
+        picked: Sequence[str] = (),
+        pooled: bool = True,
     ) -> list[Hit]:
         """Top k pages by MaxSim against `query` ([m, dim] float32, the tokens that count).
 
         candidates: pages the pooled first stage passes to the exact rerank (per pooled
                     vector kind); None scores every page exactly (slow, for checks).
         doc_ids:    restrict to these documents.
+        picked:     page ids another first stage chose (vdr.token_index), reranked too; ids
+                    of pages no longer stored are passed over.
+        pooled:     run the pooled first stage (False: rerank `picked` alone).
 
         The rerank is Qdrant's own, or ours on the resident vectors after keep_resident; both
         score the same float32 vectors exactly, so they give the same pages in the same order.
@@ -250,15 +261,18 @@ class Store(ABC):
         # rounding, and each rerank orders ties its own way: take a few more, order ties by
         # page id, so results are the same whichever path runs and from one run to the next.
         wanted = k + TIE_SLACK
+        if candidates is None or not picked:
+            picked, pooled = (), True
+        per_kind = candidates if pooled else None
         if self.resident is None:
             vectors = np.asarray(query, np.float32).tolist()
-            return ordered(self._search(vectors, wanted, candidates, doc_ids))[:k]
+            return ordered(self._search(vectors, wanted, per_kind, doc_ids, picked))[:k]
         pool = None
         if candidates:
             vectors = np.asarray(query, np.float32).tolist()
-            pool = {
+            pool = set(picked) | {
                 p
-                for kind in (ROWS, COLS)
+                for kind in ((ROWS, COLS) if pooled else ())
                 for p in self._nearest(vectors, kind, candidates, doc_ids)
             }
         return ordered(self.resident.rerank(query, wanted, pool, doc_ids))[:k]
@@ -283,8 +297,10 @@ class Store(ABC):
         k: int,
         candidates: int | None,
         doc_ids: Sequence[str] | None,
+        picked: Sequence[str] = (),
     ) -> list[Hit]:
-        """search() with Qdrant's own rerank: the first stage as a prefetch of the query."""
+        """search() with Qdrant's own rerank: the first stage as prefetches of the query, the
+        pooled ones when `candidates` is given and one of the `picked` pages when any are."""
 
     @abstractmethod
     def _nearest(

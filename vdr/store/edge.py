@@ -17,6 +17,7 @@ from qdrant_edge import (
     EdgeVectorParams,
     FieldCondition,
     Filter,
+    HasIdCondition,
     HnswIndexConfig,
     MatchAny,
     MatchValue,
@@ -169,24 +170,33 @@ class EdgeStore(Store):
         k: int,
         candidates: int | None,
         doc_ids: Sequence[str] | None,
+        picked: Sequence[str] = (),
     ) -> list[Hit]:
         where = _doc_filter(doc_ids) if doc_ids else None
-        prefetches = (
-            [
+        prefetches = [
+            Prefetch(
+                query=Query.Nearest(query, using=name),
+                limit=candidates,
+                filter=where,
+                params=self._params,
+            )
+            for name in ((ROWS, COLS) if candidates else ())
+        ]
+        if picked:
+            # The picked pages by way of a cheap prefetch (their rows), so that the final
+            # query reranks them with the rest; the filter passes over deleted ids.
+            ids = HasIdCondition({point_id_of(p) for p in picked})
+            prefetches.append(
                 Prefetch(
-                    query=Query.Nearest(query, using=name),
-                    limit=candidates,
-                    filter=where,
+                    query=Query.Nearest(query, using=ROWS),
+                    limit=len(picked),
+                    filter=Filter(must=[ids, *(where.must if where else [])]),
                     params=self._params,
                 )
-                for name in (ROWS, COLS)
-            ]
-            if candidates
-            else None
-        )
+            )
         points = self.shard.query(
             QueryRequest(
-                prefetches=prefetches,
+                prefetches=prefetches or None,
                 query=Query.Nearest(query, using=FULL),
                 filter=where,
                 limit=k,

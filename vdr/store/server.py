@@ -188,21 +188,30 @@ class ServerStore(Store):
         k: int,
         candidates: int | None,
         doc_ids: Sequence[str] | None,
+        picked: Sequence[str] = (),
     ) -> list[Hit]:
         where = _doc_filter(doc_ids) if doc_ids else None
-        prefetch = (
-            [
+        prefetch = [
+            models.Prefetch(
+                query=query, using=name, limit=candidates, filter=where, params=self._params
+            )
+            for name in ((ROWS, COLS) if candidates else ())
+        ]
+        if picked:
+            # As in the embedded store: the picked pages through a cheap prefetch on their rows.
+            ids = models.HasIdCondition(has_id=[point_id_of(p) for p in picked])
+            prefetch.append(
                 models.Prefetch(
-                    query=query, using=name, limit=candidates, filter=where, params=self._params
+                    query=query,
+                    using=ROWS,
+                    limit=len(picked),
+                    filter=models.Filter(must=[ids, *(where.must if where else [])]),
+                    params=self._params,
                 )
-                for name in (ROWS, COLS)
-            ]
-            if candidates
-            else None
-        )
+            )
         response = self.client.query_points(
             self.collection,
-            prefetch=prefetch,
+            prefetch=prefetch or None,
             query=query,
             using=FULL,
             query_filter=where,
