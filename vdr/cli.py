@@ -249,7 +249,8 @@ def _index(args: argparse.Namespace) -> int:
             if not args.json:
                 print(
                     f"vdr index: optimizing ({index.pages_since_optimize:,} pages written since "
-                    "the last optimize): building the search graphs can take minutes",
+                    "the last optimize): building the search graphs and the token first stage "
+                    "can take minutes",
                     file=sys.stderr,
                 )
             optimized = index.optimize()
@@ -287,8 +288,10 @@ def _index(args: argparse.Namespace) -> int:
 def _optimize(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from vdr.index import TOKEN_INDEX_MIN_PAGES
+
     with _open(args) as index:
-        if not args.json and not index.store.optimizes_itself:
+        if not args.json:
             print(
                 f"vdr optimize: optimizing {index.path} ({index.store.count():,} pages); this can "
                 "take minutes",
@@ -298,18 +301,24 @@ def _optimize(args: argparse.Namespace) -> int:
         server = index.qdrant_url if index.store.optimizes_itself else None
     if args.json:
         print(json.dumps(asdict(done)))
-    elif server:
-        print(f"nothing to do: the Qdrant server at {server} optimizes the vectors by itself")
+        return 0
+    built = done.token_index
+    tokens = (
+        f"token first stage built over {built.vectors:,} vectors ({built.centroids:,} "
+        f"centroids) in {built.seconds:.1f} s"
+        if built
+        else f"no token first stage (it starts at {TOKEN_INDEX_MIN_PAGES:,} pages)"
+    )
+    if server:
+        graphs = f"the Qdrant server at {server} builds its search graphs by itself"
     elif done.changed:
-        print(
-            f"optimized {done.pages:,} pages ({done.written:,} written since the last optimize) "
-            f"in {done.seconds:.1f} s: segments merged, search graphs built"
-        )
+        graphs = "segments merged, search graphs built"
     else:
-        print(
-            f"nothing to optimize: the store was already optimal ({done.pages:,} pages; checked "
-            f"in {done.seconds:.1f} s)"
-        )
+        graphs = "the store was already optimal"
+    print(
+        f"optimized {done.pages:,} pages ({done.written:,} written since the last optimize) in "
+        f"{done.seconds:.1f} s: {graphs}; {tokens}"
+    )
     return 0
 
 

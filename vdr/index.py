@@ -7,6 +7,8 @@ An index folder holds:
     vdr.json   which encoder (and settings) built it, where its vectors live, and how many
                pages were written since the store was last optimized
     qdrant/    the Qdrant Edge shard (absent when a Qdrant server holds the vectors)
+    tokens/    the token-level first stage (vdr.token_index), built by optimize() once the
+               index holds TOKEN_INDEX_MIN_PAGES
     pages/     one JPEG per page
     lock       held by the process that has the index open
 """
@@ -37,6 +39,7 @@ from vdr.search import DEFAULT_CANDIDATES, DEFAULT_MODE, search_many
 from vdr.storage import DEFAULT_STORAGE, check_storage
 from vdr.store import Hit, IndexedDocument, StoredPage, open_store
 from vdr.store.resident import ResidentVectors
+from vdr.token_index import TokenIndex, TokenIndexInfo, build_token_index, remove_token_index
 
 MANIFEST = "vdr.json"
 # Query encodings kept per open index (a few KB each).
@@ -55,16 +58,24 @@ GPU_RESIDENT_SHARE = 0.5
 # (1 + 3/4 + (3/4)^2 + ...) while its first stage scans under a quarter of it.
 OPTIMIZE_MIN_PAGES = 1000
 OPTIMIZE_SHARE = 0.25
+# optimize() builds the token-level first stage from this many pages on. Below it the pooled
+# first stage passes a fifth or more of the index to the rerank (200 pages a kind), which
+# keeps Recall@10 at 0.96 or more (1,000 generated pages, BENCHMARKS.md); above it the
+# pooled stage falls behind (0.70 with 400 of 10,000) and the token stage keeps 0.99.
+TOKEN_INDEX_MIN_PAGES = OPTIMIZE_MIN_PAGES
+TOKEN_INDEX_DIR = "tokens"
 
 
 @dataclass(frozen=True)
 class OptimizeReport:
-    """What Index.optimize did: changed is False when the store was already optimal."""
+    """What Index.optimize did: changed is False when the store was already optimal (or
+    builds its graphs itself, as a Qdrant server does)."""
 
     changed: bool
     pages: int  # in the index
     written: int  # pages written since the previous optimize
     seconds: float
+    token_index: TokenIndexInfo | None  # the token first stage built, if the index is large
 
 
 class Index:
@@ -131,6 +142,7 @@ class Index:
                 self.storage,
             )
             self.images = PageImages(self.path / "pages")
+            self._tokens = TokenIndex.open(self.path / TOKEN_INDEX_DIR)
         except BaseException:
             self._lock.close()
             raise
@@ -161,6 +173,11 @@ class Index:
 
         Does not optimize the store: the caller asks optimize_due() and decides, since an
         optimize can take minutes (`vdr index` does; `vdr serve` would hold up an upload)."""
+        # The write count goes up before any page is written, so that a run killed midway
+        # still leaves the token index (built at the old count) marked stale; a run that
+        # wrote nothing puts it back.
+        writes = self.writes
+        self._save_manifest(writes=writes + 1)
         report = index_paths(
             [Path(p) for p in paths],
             lambda: self.encoder,
@@ -175,7 +192,15 @@ class Index:
             self._save_manifest(
                 pages_since_optimize=self.pages_since_optimize + report.pages_encoded
             )
+        else:
+            self._save_manifest(writes=writes)
         return report
+
+    @property
+    def writes(self) -> int:
+        """Indexing runs that may have written pages (a token index built at another count
+        does not know every page)."""
+        return int(self._manifest_fields.get("writes", 0))
 
     @property
     def pages_since_optimize(self) -> int:
@@ -185,24 +210,36 @@ class Index:
         return self.store.count() if written is None else int(written)
 
     def optimize_due(self) -> bool:
-        """Whether the embedded store has changed enough since its last optimize for one to pay
-        (OPTIMIZE_MIN_PAGES, OPTIMIZE_SHARE); never for a Qdrant server, which optimizes by
-        itself."""
-        if self.store.optimizes_itself:
-            return False
+        """Whether the index has changed enough since its last optimize for one to pay
+        (OPTIMIZE_MIN_PAGES, OPTIMIZE_SHARE). A Qdrant server builds its own graphs, but the
+        token first stage (from TOKEN_INDEX_MIN_PAGES) is vdr's to build on either."""
         pages = self.store.count()
         needed = max(OPTIMIZE_MIN_PAGES, OPTIMIZE_SHARE * pages)
         return pages >= OPTIMIZE_MIN_PAGES and self.pages_since_optimize >= needed
 
     def optimize(self) -> OptimizeReport:
-        """Merge the store's segments and build its HNSW graphs now, whether due or not;
-        blocks until done (~11 s at 1,000 pages, ~255 s at 10,000 on 2 cores)."""
+        """Merge the store's segments and build its HNSW graphs, then (from
+        TOKEN_INDEX_MIN_PAGES on) rebuild the token first stage from every page's vectors, now,
+        whether due or not. Blocks until done: on 2 cores the graphs take ~11 s at 1,000
+        ColPali-sized pages and ~255 s at 10,000, the token index about as long again
+        (BENCHMARKS.md, "The token first stage in the store")."""
         written = self.pages_since_optimize
         started = time.perf_counter()
         changed = self.store.optimize()
+        pages = self.store.count()
+        folder = self.path / TOKEN_INDEX_DIR
+        self._tokens = None
+        built = None
+        if pages >= TOKEN_INDEX_MIN_PAGES:
+            built = build_token_index(
+                self.store.page_vectors(), self.store.vector_count(), folder, self.writes
+            )
+            self._tokens = TokenIndex.open(folder)
+        else:
+            remove_token_index(folder)
         seconds = time.perf_counter() - started
         self._save_manifest(pages_since_optimize=0)
-        return OptimizeReport(changed, self.store.count(), written, seconds)
+        return OptimizeReport(changed, pages, written, seconds, built)
 
     def remove(self, doc_ids: Sequence[str]) -> None:
         """Forget these documents: store first, then images, so no point outlives its image."""
@@ -241,8 +278,18 @@ class Index:
         mode: str = DEFAULT_MODE,
     ) -> list[list[Hit]]:
         self._prepare_rerank()
+        tokens = self._tokens
         return search_many(
-            self.embed_queries, self.store, queries, k, doc_ids, candidates, evidence, mode
+            self.embed_queries,
+            self.store,
+            queries,
+            k,
+            doc_ids,
+            candidates,
+            evidence,
+            mode,
+            tokens,
+            tokens_fresh=tokens is not None and tokens.info.writes == self.writes,
         )
 
     def announce_server(self, url: str) -> None:

@@ -13,9 +13,11 @@ from vdr.errors import VdrError
 from vdr.evidence import find_evidence
 from vdr.heatmap import similarity_maps
 from vdr.store.base import Hit, Store, ordered
+from vdr.token_index import TokenIndex
 
-# Pages each pooled vector kind (rows, cols) passes to the exact rerank. On the dev set
-# (314 pages) this is most of the collection; at scale it bounds rerank work per query.
+# Pages each pooled vector kind (rows, cols), or the token first stage, passes to the exact
+# rerank. On the dev set (314 pages) this is most of the collection; at scale it bounds
+# rerank work per query.
 DEFAULT_CANDIDATES = 200
 # Queries encoded per forward pass when searching many at once.
 QUERY_BATCH = 64
@@ -42,6 +44,8 @@ def search_many(
     candidates: int | None = DEFAULT_CANDIDATES,
     evidence: bool = False,
     mode: str = DEFAULT_MODE,
+    tokens: TokenIndex | None = None,
+    tokens_fresh: bool = False,
 ) -> list[list[Hit]]:
     """Top k pages for each query, best first.
 
@@ -52,6 +56,11 @@ def search_many(
     mode:       "hybrid", "late" or "bm25" (see MODES). Scores are MaxSim for late, BM25 for
                 bm25, and the fused score in [0, 1] for hybrid. An index made by an older vdr
                 (no stemmed BM25 vectors) searches hybrid as late, and refuses bm25.
+    tokens:     the index's token first stage, if it has one: its best `candidates` pages are
+                reranked too (not for a search restricted to doc_ids, which the pooled stage
+                filters as it goes). tokens_fresh: it knows every page (no write since it was
+                built), so the pooled stage is left out; otherwise the pooled stage still
+                finds the pages written since.
     """
     if k < 1:
         raise VdrError(f"k must be at least 1, got {k}")
@@ -72,7 +81,12 @@ def search_many(
             vectors = embedding.scoring_vectors()
             if not len(vectors):
                 raise VdrError(f"the query {text!r} has no words to search for")
-            late = store.search(vectors, depth, candidates, doc_ids) if mode != "bm25" else []
+            late = []
+            if mode != "bm25":
+                use_tokens = tokens is not None and candidates and not doc_ids
+                picked = tokens.candidates(vectors, candidates) if use_tokens else []
+                pooled = not (picked and tokens_fresh)
+                late = store.search(vectors, depth, candidates, doc_ids, picked, pooled)
             by_text = store.search_text(text, depth, doc_ids) if mode != "late" else []
             hits = fuse(late, by_text, k) if mode == "hybrid" else (late or by_text)
             results.append(

@@ -1,0 +1,142 @@
+"""The token-level first stage: its scores against exact MaxSim, its files, and an index that
+uses it while pages come and go (real PDFs, the real encoder, Qdrant Edge)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vdr.encoders.textgrid import TextGridEncoder
+from vdr.index import TOKEN_INDEX_DIR, Index
+from vdr.token_index import NPROBE, TokenIndex, build_token_index, centroid_count
+
+from conftest import make_pdf
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def clustered_pages(n_pages: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """Pages of 40 x 32 unit vectors, each near one of 200 topic directions (noise of norm
+    ~0.3), as real page vectors crowd around what the page is about."""
+    rng = np.random.default_rng(seed)
+    topics = unit(rng.standard_normal((200, 32)))
+    return [
+        (f"p{n}", unit(topics[rng.integers(0, 200, 40)] + 0.05 * rng.standard_normal((40, 32))))
+        for n in range(n_pages)
+    ]
+
+
+def maxsim(query: np.ndarray, page: np.ndarray) -> float:
+    return float((query @ page.T).max(axis=1).sum())
+
+
+def built(pages: list[tuple[str, np.ndarray]], folder: Path) -> TokenIndex:
+    build_token_index(iter(pages), sum(len(v) for _, v in pages), folder, writes=3)
+    opened = TokenIndex.open(folder)
+    assert opened is not None
+    return opened
+
+
+def reference_scores(index: TokenIndex, query: np.ndarray, pages: list[np.ndarray]) -> np.ndarray:
+    """The first stage's score of each page, by its definition, in float32 (no int8)."""
+    similarity = query @ index.centroids.T
+    ranked = np.argsort(-similarity, axis=1)
+    scores = np.zeros(len(pages))
+    for n, vectors in enumerate(pages):
+        codes = (vectors @ index.centroids.T).argmax(axis=1)
+        for token, order, sims in zip(query, ranked, similarity, strict=True):
+            probed = np.isin(codes, order[:NPROBE])
+            floor = sims[order[NPROBE]]
+            scores[n] += max([floor, *(vectors[probed] @ token)])
+    return scores
+
+
+def test_scores_are_the_probed_maxsim_with_floors_and_find_the_true_top(tmp_path: Path) -> None:
+    pages = clustered_pages(300)
+    index = built(pages, tmp_path / "tokens")
+    assert index.info.pages == 300 and index.info.vectors == 12_000 and index.info.writes == 3
+    rng = np.random.default_rng(1)
+    recalls = []
+    for _ in range(20):
+        # A query: 6 tokens, each near a vector of some page.
+        picks = [pages[rng.integers(300)][1][rng.integers(40)] for _ in range(6)]
+        query = unit(np.stack(picks) + 0.04 * rng.standard_normal((6, 32)))
+        expected = reference_scores(index, query, [v for _, v in pages])
+        np.testing.assert_allclose(index.scores(query), expected, atol=0.01 * len(query))
+        exact = np.array([maxsim(query, v) for _, v in pages])
+        true_top = {f"p{n}" for n in np.argsort(-exact)[:10]}
+        recalls.append(len(true_top & set(index.candidates(query, 30))) / 10)
+    assert np.mean(recalls) >= 0.95
+
+
+def test_a_query_token_equal_to_a_page_vector_finds_that_page_first(tmp_path: Path) -> None:
+    pages = clustered_pages(200, seed=2)
+    index = built(pages, tmp_path / "tokens")
+    for n in (0, 57, 199):
+        query = pages[n][1][[3, 17, 29]]
+        assert index.candidates(query, 1) == [f"p{n}"]
+
+
+def test_a_partial_build_is_no_index_and_a_new_build_replaces_the_old(tmp_path: Path) -> None:
+    folder = tmp_path / "tokens"
+    assert TokenIndex.open(folder) is None
+    built(clustered_pages(50), folder)
+    (folder / "meta.json").unlink()  # as a crash before the last file leaves it
+    assert TokenIndex.open(folder) is None
+    index = built(clustered_pages(80, seed=5), folder)
+    assert index.info.pages == 80 and not folder.with_name("tokens.new").exists()
+    assert len(json.loads((folder / "page_ids.json").read_text())) == 80
+
+
+def test_the_codebook_grows_with_the_index() -> None:
+    assert centroid_count(1_000) == 16
+    assert centroid_count(10_300_000) == 4096
+    assert centroid_count(103_000_000) == 16_384
+
+
+def late_ids(index: Index, query: str, k: int, candidates: int | None) -> list[str]:
+    hits = index.search(query, k=k, candidates=candidates, evidence=False, mode="late")
+    return [h.page_id for h in hits]
+
+
+def test_an_index_searches_through_its_token_stage_and_stays_whole_as_pages_come_and_go(
+    tmp_path: Path, samples: Path, encoder: TextGridEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    del encoder  # loaded once per session and shared
+    (samples / "scanned_letter.pdf").unlink()  # OCR adds time, not coverage, here
+    monkeypatch.setattr("vdr.index.TOKEN_INDEX_MIN_PAGES", 6)
+    with Index(tmp_path / "index") as index:
+        index.add([samples])
+        assert index.optimize().token_index is None  # 5 pages: under the threshold
+        assert not (index.path / TOKEN_INDEX_DIR).exists()
+        make_pdf(samples / "grid.pdf", [[("transmission grid upgrade schedule", 72, 72, 14)]])
+        index.add([samples])
+        report = index.optimize()
+        assert report.token_index is not None and report.token_index.pages == 6
+        assert index.writes == report.token_index.writes  # fresh: the token stage alone
+        query = "quarterly generation per site"
+        assert late_ids(index, query, 1, candidates=2) == late_ids(index, query, 1, None)
+
+        # A run that changes nothing leaves it fresh; one that adds a page makes it stale,
+        # and the new page (unknown to the token stage) is still found.
+        index.add([samples])
+        assert index.writes == report.token_index.writes
+        make_pdf(samples / "ferry.pdf", [[("ferry timetable harbour crossing", 72, 72, 14)]])
+        index.add([samples])
+        assert index.writes > report.token_index.writes
+        ferry = late_ids(index, "ferry timetable harbour crossing", 1, candidates=2)
+        assert index.page(ferry[0]).doc_path.endswith("ferry.pdf")
+
+        # A removed document's pages, still listed by the token stage, are never returned.
+        grid = index.page(late_ids(index, "transmission grid upgrade schedule", 1, None)[0])
+        index.remove([grid.doc_id])
+        found = late_ids(index, "transmission grid upgrade schedule", 10, candidates=2)
+        assert found and grid.page_id not in found
+
+    with Index(tmp_path / "index") as reopened:  # the token index is read back on open
+        assert reopened._tokens is not None and reopened._tokens.info.pages == 6

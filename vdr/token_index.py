@@ -1,0 +1,219 @@
+"""A token-level first stage (WARP/XTR-style) for large indexes, kept beside the store.
+
+The pooled first stage (rows/cols) loses a page's detail, so at scale it must pass thousands
+of pages to the exact rerank to keep the true top 10 among them (BENCHMARKS.md, "Query
+latency and recall"). This index keeps every page vector instead, grouped by its nearest of K
+centroids (a k-means codebook, as PLAID's), in int8. A query token is scored exactly against
+the page vectors in its NPROBE nearest centroids; a page's score for the token is the best of
+those, or, when it has none there, the similarity of the first centroid not probed (each of
+its vectors lies nearer some centroid that scores no higher). A page's first-stage score is
+the sum over the query's tokens, and the best pages go to the store's exact MaxSim rerank.
+On generated ColPali-sized pages this keeps Recall@10 at 0.95 with ~50 pages reranked at
+10,000 pages and ~90 at 30,000, where rows/cols reaches 0.63 with 400 (benches/first_stage.py).
+
+It is derived from the store and rebuilt whole by Index.optimize: never the only copy of
+anything, so a crash or a stale index costs speed, not pages (see Index for how staleness is
+told). On disk, in one folder:
+
+    centroids.npy  [K, dim] float32 unit centroids
+    vectors.npy    [n_vectors, dim] int8 page vectors, sorted by centroid (memory-mapped)
+    scales.npy     [n_vectors] float32: vector = int8 row x scale
+    pages.npy      [n_vectors] int32 page number (into page_ids.json) of each vector
+    starts.npy     [K + 1] int64: centroid c's vectors are rows starts[c] .. starts[c + 1] - 1
+    page_ids.json  the page ids, by page number
+    meta.json      written last: its presence says the rest is complete
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+# Centroids each query token probes. On 10,000 generated pages, Recall@10 with 100 pages
+# reranked: 0.986 at 4, 0.993 at 8, 0.991 at 16, while the vectors scored (the cost) double
+# with each doubling.
+NPROBE = 4
+# Page vectors a centroid holds on average, which sets K: the query's cost is ~ m x NPROBE x
+# this many vectors whatever the index size. 2,500 is where 4,096 centroids put 10,000 pages
+# of 1,030 vectors, the codebook measured above.
+VECTORS_PER_CENTROID = 2_500
+MIN_CENTROIDS, MAX_CENTROIDS = 16, 16_384
+# The codebook is trained on this many vectors per centroid (capped by what there is).
+SAMPLE_PER_CENTROID = 64
+KMEANS_ROUNDS = 10
+_META = "meta.json"
+
+
+@dataclass(frozen=True)
+class TokenIndexInfo:
+    """What a built token index covers: `writes` is the index's write count it was built at
+    (Index tells a stale token index by it)."""
+
+    pages: int
+    vectors: int
+    centroids: int
+    writes: int
+    seconds: float
+
+
+def centroid_count(n_vectors: int) -> int:
+    """K for an index of `n_vectors`: a power of two near n_vectors / VECTORS_PER_CENTROID."""
+    wanted = max(1.0, n_vectors / VECTORS_PER_CENTROID)
+    return int(np.clip(2 ** round(np.log2(wanted)), MIN_CENTROIDS, MAX_CENTROIDS))
+
+
+def train_centroids(sample: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
+    """[k, dim] float32 unit centroids by spherical k-means on `sample` ([n >= k, dim])."""
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.nn.functional.normalize(sample.float(), dim=1)
+    centroids = sample[torch.randperm(len(sample), generator=generator)[:k]].clone()
+    for _ in range(KMEANS_ROUNDS):
+        nearest = nearest_centroids(sample, centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, nearest, sample)
+        empty = torch.bincount(nearest, minlength=k) == 0
+        refill = sample[torch.randint(len(sample), (k,), generator=generator)]
+        centroids = torch.nn.functional.normalize(torch.where(empty[:, None], refill, sums), dim=1)
+    return centroids
+
+
+def nearest_centroids(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """[n] int64: the centroid of largest dot product with each of `vectors` ([n, dim])."""
+    return torch.cat([(part @ centroids.T).argmax(dim=1) for part in vectors.split(1 << 16)])
+
+
+def build_token_index(
+    pages: Iterable[tuple[str, np.ndarray]], n_vectors: int, folder: Path, writes: int
+) -> TokenIndexInfo:
+    """Build the token index of `pages` ((page id, [n, dim] float32 vectors) each, n_vectors
+    in all, in any order that mixes documents: the codebook learns from the first ones) into
+    `folder`, replacing what is there only once the new one is complete.
+
+    Two passes over `pages` would read the store twice, so the page-ordered int8 vectors go to
+    a scratch file first and are sorted by centroid from there. Peak memory: the codebook
+    sample plus ~16 bytes a vector for the sort.
+    """
+    started = time.perf_counter()
+    k = centroid_count(n_vectors)
+    scratch = folder.with_name(folder.name + ".new")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    iterator = iter(pages)
+    page_ids: list[str] = []
+    sample_size = min(n_vectors, SAMPLE_PER_CENTROID * k)
+    held: list[np.ndarray] = []  # the first pages' vectors, until the sample is full
+    for page_id, vectors in iterator:
+        page_ids.append(page_id)
+        held.append(np.asarray(vectors, np.float32))
+        if sum(len(v) for v in held) >= sample_size:
+            break
+    if not held:
+        raise ValueError("no pages to build a token index of")
+    dim = held[0].shape[1]
+    sample = torch.from_numpy(np.concatenate(held)[:sample_size])
+    centroids = train_centroids(sample, min(k, len(sample)))
+    k = len(centroids)
+
+    by_page = np.lib.format.open_memmap(scratch / "by_page.npy", "w+", np.int8, (n_vectors, dim))
+    scales = np.empty(n_vectors, np.float32)
+    codes = np.empty(n_vectors, np.int32)
+    numbers = np.empty(n_vectors, np.int32)
+    row = 0
+
+    def add(number: int, vectors: np.ndarray) -> None:
+        nonlocal row
+        if not len(vectors):  # a blank page: listed, scored by the floors alone
+            return
+        if row + len(vectors) > n_vectors:
+            raise ValueError(f"the pages hold more than the {n_vectors:,} vectors announced")
+        rows = slice(row, row + len(vectors))
+        scale = np.maximum(np.abs(vectors).max(axis=1), 1e-12) / 127
+        by_page[rows] = np.round(vectors / scale[:, None]).astype(np.int8)
+        scales[rows] = scale
+        codes[rows] = nearest_centroids(torch.from_numpy(vectors), centroids).numpy()
+        numbers[rows] = number
+        row += len(vectors)
+
+    for number, vectors in enumerate(held):
+        add(number, vectors)
+    for page_id, vectors in iterator:
+        page_ids.append(page_id)
+        add(len(page_ids) - 1, np.asarray(vectors, np.float32))
+    order = np.argsort(codes[:row], kind="stable")
+    sorted_vectors = np.lib.format.open_memmap(scratch / "vectors.npy", "w+", np.int8, (row, dim))
+    for start in range(0, row, 1 << 20):
+        sorted_vectors[start : start + (1 << 20)] = by_page[order[start : start + (1 << 20)]]
+    sorted_vectors.flush()
+    (scratch / "by_page.npy").unlink()  # its mapping lives on until collected, the file not
+    np.save(scratch / "centroids.npy", centroids.numpy())
+    np.save(scratch / "scales.npy", scales[:row][order])
+    np.save(scratch / "pages.npy", numbers[:row][order])
+    np.save(scratch / "starts.npy", np.searchsorted(codes[:row][order], np.arange(k + 1)))
+    (scratch / "page_ids.json").write_text(json.dumps(page_ids))
+    info = TokenIndexInfo(len(page_ids), row, k, writes, time.perf_counter() - started)
+    (scratch / _META).write_text(json.dumps(info.__dict__))
+    remove_token_index(folder)
+    scratch.rename(folder)
+    return info
+
+
+def remove_token_index(folder: Path) -> None:
+    """Delete the token index in `folder`, its meta first so a crash midway leaves none."""
+    (folder / _META).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class TokenIndex:
+    """A built token index, opened read-only (vectors memory-mapped)."""
+
+    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
+        self.info = TokenIndexInfo(**meta)
+        self.centroids = np.load(folder / "centroids.npy")
+        self.vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+        self.scales = np.load(folder / "scales.npy", mmap_mode="r")
+        self.pages = np.load(folder / "pages.npy", mmap_mode="r")
+        self.starts = np.load(folder / "starts.npy")
+        self.page_ids: list[str] = json.loads((folder / "page_ids.json").read_text())
+
+    @classmethod
+    def open(cls, folder: Path) -> TokenIndex | None:
+        """The token index in `folder`, or None when there is none (or only a partial one)."""
+        try:
+            meta = json.loads((folder / _META).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return cls(folder, meta)
+
+    def candidates(self, query: np.ndarray, count: int) -> list[str]:
+        """Ids of the `count` best pages for `query` ([m, dim] float32), best first."""
+        scores = self.scores(query)
+        count = min(count, len(scores))
+        best = np.argpartition(-scores, count - 1)[:count]
+        return [self.page_ids[p] for p in best[np.argsort(-scores[best])]]
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """[n_pages] float32 first-stage score of every page (see the module docstring)."""
+        query = np.asarray(query, np.float32)
+        similarity = query @ self.centroids.T  # [m, K]
+        nprobe = min(NPROBE, similarity.shape[1] - 1)
+        probed = np.argpartition(-similarity, nprobe, axis=1)[:, : nprobe + 1]
+        n_pages = len(self.page_ids)
+        total = np.zeros(n_pages, np.float32)
+        for token, centroid_scores, ranked in zip(query, similarity, probed, strict=True):
+            ranked = ranked[np.argsort(-centroid_scores[ranked])]
+            # A centroid's vectors are contiguous rows: slices, not a gather.
+            spans = [slice(self.starts[c], self.starts[c + 1]) for c in ranked[:nprobe]]
+            vectors = np.concatenate([self.vectors[s] for s in spans]).astype(np.float32)
+            exact = (vectors @ token) * np.concatenate([self.scales[s] for s in spans])
+            owners = np.concatenate([self.pages[s] for s in spans]).astype(np.int64)
+            best = torch.full((n_pages,), float(centroid_scores[ranked[nprobe]]))
+            best.scatter_reduce_(0, torch.from_numpy(owners), torch.from_numpy(exact), "amax")
+            total += best.numpy()
+        return total
