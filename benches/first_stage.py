@@ -55,10 +55,11 @@ from scale import (
     page_number,
 )
 
+from vdr.token_index import nearest_centroids, train_centroids
+
 from index_throughput import machine
 
 KMEANS_ROUNDS = 8
-CENTROID_ROUNDS = 10
 CENTROID_SAMPLE = 1 << 18  # vectors the codebook is trained on
 # Centroids each query token probes: "max" loses nothing by probing more, "sum" adds noise
 # with every extra centroid a page holds (16 and 4 were the best of 1-32 on 10,000 pages).
@@ -80,24 +81,6 @@ def kmeans_pool(pages: torch.Tensor, clusters: int) -> torch.Tensor:
         sums = torch.bmm(members.transpose(1, 2), pages)
         means = torch.where(counts > 0, sums / counts.clamp(min=1), means)
     return means
-
-
-def train_centroids(sample: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    """[k, dim] unit centroids by spherical k-means on `sample` ([n, dim] float32)."""
-    generator = torch.Generator().manual_seed(seed)
-    centroids = sample[torch.randperm(len(sample), generator=generator)[:k]].clone()
-    for _ in range(CENTROID_ROUNDS):
-        nearest = nearest_centroids(sample, centroids)
-        sums = torch.zeros_like(centroids).index_add_(0, nearest, sample)
-        empty = torch.bincount(nearest, minlength=k) == 0
-        refill = sample[torch.randint(len(sample), (k,), generator=generator)]
-        centroids = torch.nn.functional.normalize(torch.where(empty[:, None], refill, sums), dim=1)
-    return centroids
-
-
-def nearest_centroids(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """[n] int64: the centroid of largest dot product with each of `vectors` ([n, dim])."""
-    return torch.cat([(part @ centroids.T).argmax(dim=1) for part in vectors.split(1 << 16)])
 
 
 class CentroidIndex:
