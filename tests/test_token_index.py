@@ -88,6 +88,10 @@ def test_a_partial_build_is_no_index_and_a_new_build_replaces_the_old(tmp_path: 
     built(clustered_pages(50), folder)
     (folder / "meta.json").unlink()  # as a crash before the last file leaves it
     assert TokenIndex.open(folder) is None
+    built(clustered_pages(50), folder)
+    with (folder / "vectors.npy").open("r+b") as cut:  # a file the machine's crash cut short
+        cut.truncate(1000)
+    assert TokenIndex.open(folder) is None
     index = built(clustered_pages(80, seed=5), folder)
     assert index.info.pages == 80 and not folder.with_name("tokens.new").exists()
     assert len(json.loads((folder / "page_ids.json").read_text())) == 80

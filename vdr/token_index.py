@@ -184,12 +184,20 @@ class TokenIndex:
 
     @classmethod
     def open(cls, folder: Path) -> TokenIndex | None:
-        """The token index in `folder`, or None when there is none (or only a partial one)."""
+        """The token index in `folder`, or None when there is none, or none whole: files lost
+        or cut short by a crash of the machine (they are not synced) make it a cache miss,
+        which the next optimize mends, never an index that will not open."""
         try:
-            meta = json.loads((folder / _META).read_text())
-        except (OSError, json.JSONDecodeError):
+            index = cls(folder, json.loads((folder / _META).read_text()))
+        except (OSError, ValueError, TypeError, EOFError):  # json and npy errors included
             return None
-        return cls(folder, meta)
+        rows = index.info.vectors
+        whole = (
+            len(index.vectors) == len(index.scales) == len(index.pages) == rows
+            and len(index.starts) == len(index.centroids) + 1 == index.info.centroids + 1
+            and len(index.page_ids) == index.info.pages
+        )
+        return index if whole else None
 
     def candidates(self, query: np.ndarray, count: int) -> list[str]:
         """Ids of the `count` best pages for `query` ([m, dim] float32), best first."""
