@@ -4,6 +4,11 @@ uses it while pages come and go (real PDFs, the real encoder, Qdrant Edge)."""
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +18,7 @@ from vdr.encoders.textgrid import TextGridEncoder
 from vdr.index import TOKEN_INDEX_DIR, Index
 from vdr.token_index import NPROBE, TokenIndex, build_token_index, centroid_count
 
-from conftest import make_pdf
+from conftest import DEV_SET, make_pdf
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -144,3 +149,35 @@ def test_an_index_searches_through_its_token_stage_and_stays_whole_as_pages_come
 
     with Index(tmp_path / "index") as reopened:  # the token index is read back on open
         assert reopened._tokens is not None and reopened._tokens.info.pages == 6
+
+
+def test_a_run_killed_midway_leaves_the_token_index_stale(
+    tmp_path: Path, samples: Path, encoder: TextGridEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write count goes up before the first page is written, so a SIGKILL after some
+    pages landed can never leave a token index that passes for knowing every page."""
+    del encoder  # loaded once per session and shared
+    (samples / "scanned_letter.pdf").unlink()
+    monkeypatch.setattr("vdr.index.TOKEN_INDEX_MIN_PAGES", 1)
+    index_dir = tmp_path / "index"
+    with Index(index_dir) as index:
+        index.add([samples])
+        built_at = index.optimize().token_index
+        assert built_at is not None and built_at.pages == 5
+    for name in ("dev02_beamer_talk.pdf", "dev04_booktabs.pdf"):  # 31 + 18 pages
+        shutil.copy(DEV_SET / "pdfs" / name, samples)
+    command = [sys.executable, "-m", "vdr.cli", "index", str(samples), "--index", str(index_dir)]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        # Images are saved a batch at a time just before the batch's upsert: at 25 new ones,
+        # at least one batch is in the store, and the run is not done.
+        if len(list((index_dir / "pages").glob("*.jpg"))) >= 5 + 25:
+            break
+        time.sleep(0.05)
+    assert run.poll() is None, "the indexer finished before it could be killed"
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    with Index(index_dir) as index:
+        assert index.store.count() > 5  # pages landed that the token index does not know
+        assert index._tokens is not None and index._tokens.info.writes != index.writes
