@@ -46,6 +46,24 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
             "10000",
         ],
     ),
+    "scale_tokens": (
+        "The token first stage in the store: latency and recall at 1k and 10k pages",
+        [
+            "benches/scale.py",
+            "--pages",
+            "1000",
+            "10000",
+            "--candidates",
+            "100",
+            "400",
+            "--token-candidates",
+            "50",
+            "100",
+            "200",
+            "--resident-max-gb",
+            "0",
+        ],
+    ),
     "first_stage": (
         "First stages compared, each scored exactly: what the rerank gets to see",
         [

@@ -2,6 +2,7 @@
 exact rerank against the exact full scan, in the same run (issue 8).
 
     python benches/scale.py --pages 1000 10000 100000 [--candidates 100 400 1600]
+        [--token-candidates 50 100 200]
         [--storage auto|float32|float16|int8|binary] [--source-index DIR] [--set DIR]
         [--scan-seconds 60] [--repeats 1] [--truth-queries N] [--store-max-pages N]
         [--resident-max-gb 6] [--workdir /tmp] [--markdown-out FILE]
@@ -26,6 +27,9 @@ vdr's own store (EdgeStore.upsert / optimize / search, k=10):
   the pooled first stage (C pages by rows and C by cols) + Qdrant's exact rerank; then the
   first stage alone (the two pooled queries store.search makes for vdr's rerank), timed,
   and the share of the true top 10 in its pool;
+- the token first stage (vdr.token_index, what Index.optimize builds at this size): built from
+  the store, timed; for each --token-candidates C, its C best pages + Qdrant's exact rerank
+  (store.search with picked=, pooled=False), timed and scored as above;
 - the exact full scan (store.search with candidates=None: Qdrant's MaxSim over every page), on
   as many queries as --scan-seconds allows (at least 3). With float32 storage its results
   must equal the ground truth (checked; a mismatch stops the run);
@@ -75,6 +79,7 @@ from vdr.encoders.base import PageEmbedding
 from vdr.store.base import COLS, ROWS, TIE_SLACK, Hit, PageRecord, ordered
 from vdr.store.edge import EdgeStore
 from vdr.store.resident import ResidentVectors
+from vdr.token_index import TokenIndex, build_token_index
 
 from index_throughput import REPO, machine
 
@@ -101,7 +106,7 @@ class Measured:
     """One search path measured at one size."""
 
     name: str
-    candidates: int | None  # first-stage candidates per kind (None: no first stage)
+    candidates: int | None  # pooled first-stage candidates per kind (None: no pooled stage)
     times_ms: list[float]
     recall: float  # mean Recall@10 against the ground truth, over the queries it answered
     answered: int  # queries whose results the recall is over
@@ -119,6 +124,7 @@ class Size:
     load_s: float = 0.0
     truth_s: float = 0.0
     optimize_s: float = 0.0
+    token_build_s: float = 0.0
     resident_s: float | None = None
     folder_bytes: int = 0
     rss_start: int = 0  # resident memory when the size began (source data, encoder, ...)
@@ -573,6 +579,8 @@ def measure_searches(
             f"{size.paths[-1].recall:.3f}, first stage {np.median(stage_times):.0f} ms"
         )
 
+    measure_token_stage(store, size, truth, queries, args)
+
     times, results = budgeted(search(None), n_queries, args.scan_seconds)
     size.paths.append(
         Measured(
@@ -591,6 +599,52 @@ def measure_searches(
     resident_gb = n_pages * scale_data.TOKENS * scale_data.DIM * 4 / 2**30
     if resident_gb <= args.resident_max_gb:
         measure_resident(store, size, truth, queries, args)
+
+
+def measure_token_stage(
+    store: EdgeStore,
+    size: Size,
+    truth: Truth,
+    queries: Sequence[np.ndarray],
+    args: argparse.Namespace,
+) -> None:
+    """The token first stage, built from the store as Index.optimize builds it, then each
+    --token-candidates C of its pages reranked by Qdrant, into size.paths."""
+    folder = Path(tempfile.mkdtemp(prefix="vdr-scale-tokens-", dir=args.workdir))
+    try:
+        started = time.perf_counter()
+        info = build_token_index(store.page_vectors(), store.vector_count(), folder, 0)
+        size.token_build_s = time.perf_counter() - started
+        tokens = TokenIndex.open(folder)
+        assert tokens is not None
+        log(f"  token index: {info.centroids:,} centroids, built in {size.token_build_s:.0f} s")
+        for candidates in args.token_candidates:
+
+            def search(q: int, c: int = candidates) -> list[str]:
+                picked = tokens.candidates(queries[q], c)
+                return ids(store.search(queries[q], K, c, picked=picked, pooled=False))
+
+            def first_stage(q: int, c: int = candidates) -> list[str]:
+                return tokens.candidates(queries[q], c)
+
+            times, results = timed_passes(search, len(queries), args.repeats)
+            stage_times, pools = timed_pass(first_stage, range(len(queries)))
+            size.paths.append(
+                Measured(
+                    f"token first stage {candidates} + Qdrant rerank",
+                    None,
+                    times,
+                    *recall_of(truth, results),
+                    float(np.median(stage_times)),
+                    pool_recall(truth, pools),
+                )
+            )
+            log(
+                f"  token candidates {candidates}: p50 {np.median(times):.0f} ms, recall "
+                f"{size.paths[-1].recall:.3f}, first stage {np.median(stage_times):.0f} ms"
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def measure_resident(
@@ -685,9 +739,9 @@ def report(
     lines = [
         f"### Search at scale, {datetime.date.today()}",
         "",
-        f"Machine: {machine()}; torch threads {torch.get_num_threads()}. The CPU was shared "
-        "with other jobs (load average above 5 on 2 cores), so absolute times are pessimistic: "
-        "compare rows of one size.",
+        f"Machine: {machine()}; torch threads {torch.get_num_threads()}; load average "
+        f"{args.load_at_start:.1f} at start and {os.getloadavg()[0]:.1f} at the end (other "
+        "jobs on the machine slow every path alike: compare rows of one size).",
         f"Command: `{command}`",
         "",
         f"Data: pages of {scale_data.TOKENS:,} x {scale_data.DIM} unit vectors (32 x 32 grid + "
@@ -714,7 +768,7 @@ def report(
             stage = "-" if path.first_stage_ms is None else f"{path.first_stage_ms:,.1f}"
             pool = "-" if path.pool_recall is None else f"{path.pool_recall:.3f}"
             candidates = path.candidates
-            scanned = "-" if path.pool_recall is None else f"{exact.recall_at[candidates]:.3f}"
+            scanned = "-" if candidates is None else f"{exact.recall_at[candidates]:.3f}"
             lines.append(
                 f"| {size.pages:,} | {size.storage} | {path.name} | "
                 f"{percentile(path.times_ms, 50)} | {percentile(path.times_ms, 95)} | "
@@ -748,10 +802,11 @@ def report(
     lines += [
         "",
         "| pages | storage | generate s | load s (pages/s) | ground truth s | optimize s "
+        "| token index s "
         "| store on disk: peak while loading, closed | RSS at start | peak RSS (getrusage) "
         "| sampled peak: anonymous, file-backed | peak RSS with vdr rerank (read in s) "
         "| truth check |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for size in sizes:
         resident = (
@@ -765,9 +820,10 @@ def report(
         else:
             load, disk = "not stored (--store-max-pages)", "-"
         optimize = f"{size.optimize_s:,.0f}" if size.load_s else "-"
+        token_build = f"{size.token_build_s:,.0f}" if size.token_build_s else "-"
         lines.append(
             f"| {size.pages:,} | {size.storage} | {size.generate_s:,.0f} | {load} | "
-            f"{size.truth_s:,.0f} | {optimize} | {disk} | {gib(size.rss_start)} | "
+            f"{size.truth_s:,.0f} | {optimize} | {token_build} | {disk} | {gib(size.rss_start)} | "
             f"{gib(size.peak_rss)} | {gib(size.peak_anon)}, {gib(size.peak_file)} | "
             f"{resident} | {size.truth_check or '-'} |"
         )
@@ -778,6 +834,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--candidates", type=int, nargs="+", default=[100, 400, 1600])
+    parser.add_argument("--token-candidates", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument(
         "--storage", default="auto", choices=["auto", "float32", "float16", "int8", "binary"]
     )
@@ -814,6 +871,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--markdown-out", type=Path)
     args = parser.parse_args()
+    args.load_at_start = os.getloadavg()[0]  # say how busy the machine was: see report()
     command = shlex.join(["python", "benches/scale.py", *sys.argv[1:]])
 
     ensure_source_index(args.source_index, args.set)
