@@ -298,6 +298,10 @@ def test_picked_pages_alone_are_reranked_exactly_and_deleted_ids_pass_over(
     got = store.search(query, k=9, candidates=4, picked=picked, pooled=False)
     assert [h.page_id for h in got] == picked[:3]
     np.testing.assert_allclose([h.score for h in got], [h.score for h in exact[2:5]], rtol=1e-4)
+    # Restricted to documents, the picked pages outside them are left out too.
+    doc = exact[2].doc_id
+    within = store.search(query, k=9, candidates=4, doc_ids=[doc], picked=picked, pooled=False)
+    assert [h.page_id for h in within] == [p for p in picked[:3] if p.startswith(doc)]
     # With the pooled stage too (here wide enough for every page), the union is reranked.
     both = store.search(query, k=9, candidates=9, picked=picked)
     assert [h.page_id for h in both] == [h.page_id for h in exact]
