@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.test_edge_store import PAGES, big_records
 from vdr import Index
-from vdr.cli import main
+from vdr.cli import main, server_url
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.errors import VdrError
 from vdr.store.edge import EdgeStore
@@ -357,3 +357,9 @@ def test_optimize_command_builds_the_search_graphs(
 def test_optimize_without_an_index(tmp_path: Path) -> None:
     assert_one_sentence_error(run_cli("optimize", "--index", str(tmp_path / "none")), "no index")
     assert not (tmp_path / "none").exists()
+
+
+def test_the_served_url_brackets_an_ipv6_host() -> None:
+    assert server_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert server_url("::", 8000) == "http://[::]:8000"
+    assert server_url("::1", 9000) == "http://[::1]:9000"

@@ -34,7 +34,7 @@ RERANKS = ("auto", "qdrant", "vdr")
 POOL_HELP = "keep ~1/N of each page's vectors by hierarchical token pooling (new index only)"
 STORAGE_HELP = (
     "how vectors are kept on disk (new index only): float32 (default), float16, int8 (8-bit, "
-    "4x smaller) or binary (1-bit copy in RAM, rescored with float32)"
+    "3.8x smaller) or binary (1-bit copy in RAM, rescored with float32)"
 )
 
 
@@ -577,10 +577,15 @@ def _serve_index(index: Index, args: argparse.Namespace) -> None:
         request_timeout_s=args.request_timeout,
         cors_origins=args.cors_origin or (),
     )
-    url = f"http://{args.host}:{args.port}"
+    url = server_url(args.host, args.port)
     index.announce_server(url)
     print(f"vdr serving {index.path} on {url}", file=sys.stderr)
     uvicorn.Server(server_config(app, args.host, args.port)).run()
+
+
+def server_url(host: str, port: int) -> str:
+    """The URL clients reach `vdr serve` at; an IPv6 address goes in brackets (RFC 3986)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _token_number(token: str, n_words: int) -> int:
