@@ -13,10 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from vdr import token_index
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.index import TOKEN_INDEX_DIR, Index
-from vdr.token_index import NPROBE, TokenIndex, build_token_index, centroid_count
+from vdr.token_index import (
+    NPROBE,
+    Codebook,
+    TokenIndex,
+    build_token_index,
+    centroid_count,
+    nearest_centroids,
+)
 
 from conftest import DEV_SET, make_pdf
 
@@ -106,6 +115,37 @@ def test_the_codebook_grows_with_the_index() -> None:
     assert centroid_count(1_000) == 16
     assert centroid_count(10_300_000) == 4096
     assert centroid_count(103_000_000) == 16_384
+
+
+def test_a_two_level_codebook_mostly_finds_the_nearest_centroid_and_the_true_top(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Large indexes (above FLAT_MAX_CENTROIDS) get a two-level codebook; lowered here so that
+    # a small one does: 64 centroids in 8 groups of 8.
+    monkeypatch.setattr(token_index, "FLAT_MAX_CENTROIDS", 32)
+    monkeypatch.setattr(token_index, "VECTORS_PER_CENTROID", 150)
+    pages = clustered_pages(240, seed=3)
+    vectors = torch.from_numpy(np.concatenate([v for _, v in pages]))
+    codebook = Codebook.train(vectors, 64)
+    assert codebook.coarse is not None and codebook.coarse.shape == (8, 32)
+    assert codebook.centroids.shape == (64, 32)
+    # Each group's centroids lie near their coarse centroid, nearer than to the others.
+    owners = nearest_centroids(codebook.centroids, codebook.coarse)
+    assert (owners == torch.arange(8).repeat_interleave(8)).float().mean() >= 0.9
+    exact = nearest_centroids(vectors, codebook.centroids)
+    assert (codebook.nearest(vectors) == exact).float().mean() >= 0.9
+
+    index = built(pages, tmp_path / "tokens")
+    assert index.info.centroids == 64
+    rng = np.random.default_rng(4)
+    recalls = []
+    for _ in range(20):
+        picks = [pages[rng.integers(240)][1][rng.integers(40)] for _ in range(6)]
+        query = unit(np.stack(picks) + 0.04 * rng.standard_normal((6, 32)))
+        exact_scores = np.array([maxsim(query, v) for _, v in pages])
+        true_top = {f"p{n}" for n in np.argsort(-exact_scores)[:10]}
+        recalls.append(len(true_top & set(index.candidates(query, 30))) / 10)
+    assert np.mean(recalls) >= 0.95
 
 
 def late_ids(index: Index, query: str, k: int, candidates: int | None) -> list[str]:

@@ -49,6 +49,17 @@ MIN_CENTROIDS, MAX_CENTROIDS = 16, 16_384
 # The codebook is trained on this many vectors per centroid (capped by what there is).
 SAMPLE_PER_CENTROID = 64
 KMEANS_ROUNDS = 10
+# Above this many centroids a flat codebook costs too much to build: assigning 100,000 pages'
+# 103 M vectors to 16,384 centroids is ~4 x 10^14 multiply-adds, about an hour on 2 cores. It
+# is trained and searched in two levels instead (coarse groups, then the centroids of the
+# group), each vector compared with COARSE_PROBE groups' centroids: ~25x fewer products. At or
+# below it (10,000 pages), the flat codebook that benches/first_stage.py measured.
+FLAT_MAX_CENTROIDS = 4_096
+# On 262,144 clustered 128-d vectors and 16,384 centroids (128 x 128), the share given their
+# nearest centroid: 0.81 probing 2 groups, 0.90 at 4, 0.96 at 8, for ~8 minutes at 4 and ~14 at
+# 8 to assign 100,000 pages' vectors on 2 cores. The others go to a centroid nearly as near.
+COARSE_PROBE = 4
+ASSIGN_ROWS = 1 << 18  # vectors assigned to centroids at a time (128 MiB of float32 at 128-d)
 _META = "meta.json"
 
 
@@ -89,6 +100,58 @@ def nearest_centroids(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.T
     return torch.cat([(part @ centroids.T).argmax(dim=1) for part in vectors.split(1 << 16)])
 
 
+@dataclass(frozen=True)
+class Codebook:
+    """The index's centroids, and for a two-level codebook the coarse groups they come in:
+    group g's centroids are rows g x per .. (g + 1) x per - 1 of `centroids`. Only the build
+    needs the groups; a query compares its few tokens with every centroid."""
+
+    centroids: torch.Tensor  # [K, dim] float32, unit
+    coarse: torch.Tensor | None = None  # [groups, dim] float32, unit; None: flat
+
+    @classmethod
+    def train(cls, sample: torch.Tensor, k: int, seed: int = 0) -> Codebook:
+        """A codebook of k centroids learnt from `sample` ([n >= k, dim] float32): flat up to
+        FLAT_MAX_CENTROIDS, else sqrt(k)-ish coarse groups, each with its own k-means."""
+        if k <= FLAT_MAX_CENTROIDS:
+            return cls(train_centroids(sample, k, seed))
+        groups = 2 ** (int(np.log2(k)) // 2)
+        per = k // groups
+        sample = torch.nn.functional.normalize(sample.float(), dim=1)
+        coarse = train_centroids(sample, groups, seed)
+        owner = nearest_centroids(sample, coarse)
+        fine = []
+        for group in range(groups):
+            members = sample[owner == group]
+            if len(members) < per:  # rare: duplicates leave some centroids with no vectors
+                members = torch.cat([members, coarse[group : group + 1]]).repeat(per, 1)[:per]
+            fine.append(train_centroids(members, per, seed + 1 + group))
+        return cls(torch.cat(fine), coarse)
+
+    def nearest(self, vectors: torch.Tensor) -> torch.Tensor:
+        """[n] int64: the nearest centroid of each of `vectors` ([n, dim] float32); for a
+        two-level codebook, the nearest within the COARSE_PROBE nearest groups."""
+        if self.coarse is None:
+            return nearest_centroids(vectors, self.centroids)
+        groups = len(self.coarse)
+        fine = self.centroids.view(groups, -1, self.centroids.shape[1])
+        best = torch.zeros(len(vectors), dtype=torch.int64)
+        best_score = torch.full((len(vectors),), -torch.inf)
+        near = (vectors @ self.coarse.T).topk(min(COARSE_PROBE, groups), dim=1).indices
+        for choice in near.T:
+            # Vectors sorted by group: one matrix product per group.
+            order = torch.argsort(choice)
+            counts = torch.bincount(choice, minlength=groups).tolist()
+            for group, rows in enumerate(order.split(counts)):
+                if not len(rows):
+                    continue
+                score, nearest = (vectors[rows] @ fine[group].T).max(dim=1)
+                better = score > best_score[rows]
+                best_score[rows[better]] = score[better]
+                best[rows[better]] = group * fine.shape[1] + nearest[better]
+        return best
+
+
 def build_token_index(
     pages: Iterable[tuple[str, np.ndarray]], n_vectors: int, folder: Path, writes: int
 ) -> TokenIndexInfo:
@@ -118,7 +181,8 @@ def build_token_index(
         raise ValueError("no pages to build a token index of")
     dim = held[0].shape[1]
     sample = torch.from_numpy(np.concatenate(held)[:sample_size])
-    centroids = train_centroids(sample, min(k, len(sample)))
+    codebook = Codebook.train(sample, min(k, len(sample)))
+    centroids = codebook.centroids
     k = len(centroids)
 
     by_page = np.lib.format.open_memmap(scratch / "by_page.npy", "w+", np.int8, (n_vectors, dim))
@@ -126,6 +190,15 @@ def build_token_index(
     codes = np.empty(n_vectors, np.int32)
     numbers = np.empty(n_vectors, np.int32)
     row = 0
+    pending: list[np.ndarray] = []  # vectors of the last rows, not yet given their centroid
+
+    def assign() -> None:
+        # Thousands of rows at a time, not a page's: a two-level codebook runs a product per
+        # group.
+        if pending:
+            block = torch.from_numpy(np.concatenate(pending))
+            codes[row - len(block) : row] = codebook.nearest(block).numpy()
+            pending.clear()
 
     def add(number: int, vectors: np.ndarray) -> None:
         nonlocal row
@@ -137,15 +210,18 @@ def build_token_index(
         scale = np.maximum(np.abs(vectors).max(axis=1), 1e-12) / 127
         by_page[rows] = np.round(vectors / scale[:, None]).astype(np.int8)
         scales[rows] = scale
-        codes[rows] = nearest_centroids(torch.from_numpy(vectors), centroids).numpy()
         numbers[rows] = number
         row += len(vectors)
+        pending.append(vectors)
+        if sum(len(v) for v in pending) >= ASSIGN_ROWS:
+            assign()
 
     for number, vectors in enumerate(held):
         add(number, vectors)
     for page_id, vectors in iterator:
         page_ids.append(page_id)
         add(len(page_ids) - 1, np.asarray(vectors, np.float32))
+    assign()
     order = np.argsort(codes[:row], kind="stable")
     sorted_vectors = np.lib.format.open_memmap(scratch / "vectors.npy", "w+", np.int8, (row, dim))
     for start in range(0, row, 1 << 20):
