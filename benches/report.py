@@ -64,6 +64,26 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
             "0",
         ],
     ),
+    "scale_100k": (
+        "The token first stage at 100k pages (int8 store; no pooled paths: their HNSW build "
+        "alone takes ~45 minutes here)",
+        [
+            "benches/scale.py",
+            "--pages",
+            "100000",
+            "--storage",
+            "int8",
+            "--candidates",
+            "--token-candidates",
+            "100",
+            "200",
+            "300",
+            "--truth-queries",
+            "62",
+            "--resident-max-gb",
+            "0",
+        ],
+    ),
     "first_stage": (
         "First stages compared, each scored exactly: what the rerank gets to see",
         [
