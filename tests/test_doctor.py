@@ -16,7 +16,7 @@ from vdr.index import Index
 from vdr.store.base import point_id_of
 from vdr.store.edge import EdgeStore
 
-from conftest import SAMPLES
+from conftest import SAMPLES, make_pdf
 
 
 @pytest.fixture()
@@ -93,3 +93,48 @@ def test_text_report(index_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "3 documents, 6 pages, 6 page images: problems found" in out
     assert "1 temp files: tmpzz.tmp" in out
+
+
+def test_token_index_troubles_are_found_and_repaired(
+    index_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vdr.index.TOKEN_INDEX_MIN_PAGES", 1)
+    with Index(index_dir) as index:
+        assert index.token_stage == "none"
+        index.optimize()
+    assert doctor(index_dir, capsys)[1]["found"]["token_stage"] == "current"
+    # A build killed midway leaves its scratch folder; a machine crash, files cut short.
+    (index_dir / "tokens.new").mkdir()
+    (index_dir / "tokens.new" / "by_page.npy").write_bytes(b"\0" * 4096)
+    vectors = index_dir / "tokens" / "vectors.npy"
+    vectors.write_bytes(vectors.read_bytes()[:-128])
+
+    code, report = doctor(index_dir, capsys)
+    assert code == 1 and report["found"]["token_stage"] == "broken"
+    assert report["found"]["unfinished_builds"] == ["tokens.new"]
+    with Index(index_dir) as index:  # searches pass over it meanwhile
+        assert index.search("quarterly generation per site", k=1, candidates=2)
+
+    code, report = doctor(index_dir, capsys, "--repair")
+    assert code == 0 and report["healthy"], report
+    assert report["repairs"]["removed_folders"] == ["tokens.new", "tokens"]
+    assert report["after"]["token_stage"] == "none"
+    assert not (index_dir / "tokens.new").exists() and not (index_dir / "tokens").exists()
+    with Index(index_dir) as index:
+        index.optimize()
+        assert index.token_stage == "current"
+
+
+def test_a_stale_token_index_is_reported_not_damage(
+    index_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vdr.index.TOKEN_INDEX_MIN_PAGES", 1)
+    with Index(index_dir) as index:
+        index.optimize()
+        pdfs = Path(index.documents()[0].doc_path).parent
+    make_pdf(pdfs / "ferry.pdf", [[("ferry timetable harbour crossing", 72, 72, 14)]])
+    assert main(["index", str(pdfs), "--index", str(index_dir), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["doctor", "--index", str(index_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "healthy" in out and "token first stage stale" in out

@@ -513,6 +513,10 @@ def _doctor(args: argparse.Namespace) -> int:
                 f"{len(repairs.rendered)} images rendered, {len(repairs.reindexed)} documents "
                 f"re-indexed"
             )
+            for name in repairs.removed_folders:
+                print(f"  removed {name}/ (a token index build that did not finish)")
+            if repairs.removed_folders:
+                print("  `vdr optimize` builds the token first stage again")
             for what, why in repairs.unrepaired.items():
                 print(f"  not repaired: {what}: {why}")
             print(_checkup_text(after))
@@ -530,11 +534,24 @@ def _checkup_text(found: Checkup) -> str:
         ("temp files", found.temp_files),
         ("documents missing pages", found.incomplete),
         ("pages numbered outside their document", found.misnumbered),
+        ("unfinished token index builds", found.unfinished_builds),
     ]:
         if items:
             shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
             lines.append(f"  {len(items)} {label}: {shown}")
+    if found.token_stage in _TOKEN_STAGE_NOTES:
+        lines.append(
+            f"  token first stage {found.token_stage}: {_TOKEN_STAGE_NOTES[found.token_stage]}"
+        )
     return "\n".join(lines)
+
+
+_TOKEN_STAGE_NOTES = {
+    "stale": "pages were indexed since it was built, so searches also run the pooled stage "
+    "(slower at scale) until `vdr optimize`",
+    "broken": "its files are cut short or lost; searches use the pooled stage. `--repair` "
+    "removes it, `vdr optimize` builds it again",
+}
 
 
 def _serve(args: argparse.Namespace) -> int:

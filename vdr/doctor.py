@@ -6,20 +6,28 @@ anything else (an image deleted by hand, a page numbered outside its document) i
 outside. check() finds all of it; repair() mends what the index itself can: it deletes orphans,
 re-renders missing images from their PDFs, and re-indexes incomplete documents whose files are
 still where they were (and unchanged); what it cannot mend it names.
+
+The token first stage is derived from the store, so its troubles cost speed, never pages: a
+build killed midway leaves a scratch folder as large as the index, which repair() deletes, and
+files cut short by a machine crash leave an index searches pass over, which repair() deletes
+for the next optimize to build again. A stale one (indexing runs since it was built) is no
+damage: searches run the pooled stage beside it until the next optimize.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vdr.errors import BadDocument
-from vdr.index import Index
+from vdr.index import TOKEN_INDEX_DIR, Index
 from vdr.indexer.discover import content_id
 from vdr.indexer.pdf import RENDER_DPI, fitting_dpi, render_pages
 from vdr.page_images import SUFFIX
 from vdr.store.base import page_id_of
+from vdr.token_index import remove_token_index, scratch_folder
 
 # Payload fields a checkup reads for every point.
 _FIELDS = ["page_id", "doc_id", "doc_path", "page", "n_pages"]
@@ -38,6 +46,8 @@ class Checkup:
     incomplete: list[str] = field(default_factory=list)  # doc ids missing some of their pages
     misnumbered: list[str] = field(default_factory=list)  # page ids outside 1..n_pages or
     # not named after their (document, page)
+    token_stage: str = "none"  # Index.token_stage: current, stale, none or broken
+    unfinished_builds: list[str] = field(default_factory=list)  # folders a killed build left
 
     @property
     def healthy(self) -> bool:
@@ -47,6 +57,8 @@ class Checkup:
             or self.temp_files
             or self.incomplete
             or self.misnumbered
+            or self.unfinished_builds
+            or self.token_stage == "broken"
         )
 
 
@@ -55,6 +67,7 @@ class Repairs:
     """What repair() did, and what it could not do (page or doc id -> why)."""
 
     removed_files: int = 0
+    removed_folders: list[str] = field(default_factory=list)  # unfinished or broken builds
     rendered: list[str] = field(default_factory=list)
     reindexed: list[str] = field(default_factory=list)
     unrepaired: dict[str, str] = field(default_factory=dict)
@@ -68,6 +81,7 @@ def check(index: Index) -> Checkup:
     image_ids = index.images.page_ids()
     pages_per_doc = Counter(p["doc_id"] for p in payloads)
     n_pages = {p["doc_id"]: int(p["n_pages"]) for p in payloads}
+    scratch = scratch_folder(index.path / TOKEN_INDEX_DIR)
     return Checkup(
         pages=len(payloads),
         images=len(image_ids),
@@ -82,6 +96,8 @@ def check(index: Index) -> Checkup:
             if not 1 <= int(p["page"]) <= int(p["n_pages"])
             or p["page_id"] != page_id_of(p["doc_id"], int(p["page"]))
         ),
+        token_stage=index.token_stage,
+        unfinished_builds=[scratch.name] if scratch.exists() else [],
     )
 
 
@@ -94,6 +110,12 @@ def repair(index: Index, checkup: Checkup) -> Repairs:
     for page_id in checkup.orphan_images:
         index.images.path(page_id).unlink(missing_ok=True)
     done.removed_files = len(checkup.temp_files) + len(checkup.orphan_images)
+    for name in checkup.unfinished_builds:
+        shutil.rmtree(index.path / name, ignore_errors=True)
+        done.removed_folders.append(name)
+    if checkup.token_stage == "broken":
+        remove_token_index(index.path / TOKEN_INDEX_DIR)
+        done.removed_folders.append(TOKEN_INDEX_DIR)
     documents = {d.doc_id: d for d in index.documents()}
     for page_id in checkup.misnumbered:
         done.unrepaired[page_id] = "its page number does not fit its document: re-index the file"

@@ -203,6 +203,17 @@ class Index:
         return int(self._manifest_fields.get("writes", 0))
 
     @property
+    def token_stage(self) -> str:
+        """The token first stage: "current" (searches use it alone), "stale" (indexing runs
+        since it was built: searches run the pooled stage beside it), "none" (not built: under
+        TOKEN_INDEX_MIN_PAGES, or not optimized since), or "broken" (files lost or cut short,
+        as a machine crash can leave them: searches use the pooled stage). optimize() makes a
+        stale, missing or broken one current."""
+        if self._tokens is not None:
+            return "current" if self._tokens.info.writes == self.writes else "stale"
+        return "broken" if (self.path / TOKEN_INDEX_DIR).exists() else "none"
+
+    @property
     def pages_since_optimize(self) -> int:
         """Pages written since the store was last optimized; every page of an index made
         before vdr kept count."""
@@ -289,7 +300,7 @@ class Index:
             evidence,
             mode,
             tokens,
-            tokens_fresh=tokens is not None and tokens.info.writes == self.writes,
+            tokens_fresh=self.token_stage == "current",
         )
 
     def announce_server(self, url: str) -> None:

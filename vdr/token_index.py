@@ -165,7 +165,7 @@ def build_token_index(
     """
     started = time.perf_counter()
     k = centroid_count(n_vectors)
-    scratch = folder.with_name(folder.name + ".new")
+    scratch = scratch_folder(folder)
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     iterator = iter(pages)
@@ -238,6 +238,12 @@ def build_token_index(
     remove_token_index(folder)
     scratch.rename(folder)
     return info
+
+
+def scratch_folder(folder: Path) -> Path:
+    """Where the token index of `folder` is built before it is swapped in: left behind (as
+    large as the index) only by a build that was killed, and cleared by the next one."""
+    return folder.with_name(folder.name + ".new")
 
 
 def remove_token_index(folder: Path) -> None:
