@@ -307,7 +307,10 @@ def test_index_optimizes_once_enough_pages_changed(
     before = json.loads(capsys.readouterr().out)
 
     make_pdf(samples / "extra.pdf", [[("harbour dredging permit", 72, 72, 12)]] * 2)
-    assert main([*indexing, "--quiet"]) == 0
+    assert main([*indexing, "--quiet", "--no-optimize"]) == 0  # due, and left for later
+    assert "7 pages written since the last optimize; " in capsys.readouterr().err
+    assert manifest_of(folder)["pages_since_optimize"] == 7
+    assert main([*indexing, "--quiet"]) == 0  # nothing new to write, but still due
     printed = capsys.readouterr()
     assert "optimizing (7 pages written since the last optimize)" in printed.err
     assert "7 pages in the index; optimized in" in printed.out

@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--pool-factor", type=int, metavar="N", help=POOL_HELP)
     index.add_argument("--storage", choices=STORAGES, help=STORAGE_HELP)
+    index.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="do not optimize even when due (at scale it takes minutes to an hour): for runs "
+        "that will be followed by more, then one `vdr optimize`",
+    )
     index.set_defaults(run=_index)
 
     search = command("search", "Search indexed pages by text.")
@@ -245,7 +251,14 @@ def _index(args: argparse.Namespace) -> int:
     optimized = None
     with _open(args, create=True) as index:
         report = index.add(args.paths, progress=not args.quiet and not args.json)
-        if index.optimize_due():
+        if index.optimize_due() and args.no_optimize:
+            if not args.json:
+                print(
+                    f"vdr index: {index.pages_since_optimize:,} pages written since the last "
+                    "optimize; searches stay slower until `vdr optimize`",
+                    file=sys.stderr,
+                )
+        elif index.optimize_due():
             if not args.json:
                 print(
                     f"vdr index: optimizing ({index.pages_since_optimize:,} pages written since "
