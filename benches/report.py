@@ -82,6 +82,8 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
             "62",
             "--resident-max-gb",
             "0",
+            "--keep-token-index",
+            "/tmp/vdr-scale-tokens-100000",
         ],
     ),
     "first_stage": (

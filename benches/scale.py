@@ -5,7 +5,7 @@ exact rerank against the exact full scan, in the same run (issue 8).
         [--token-candidates 50 100 200]
         [--storage auto|float32|float16|int8|binary] [--source-index DIR] [--set DIR]
         [--scan-seconds 60] [--repeats 1] [--truth-queries N] [--store-max-pages N]
-        [--resident-max-gb 6] [--workdir /tmp] [--markdown-out FILE]
+        [--resident-max-gb 6] [--workdir /tmp] [--keep-token-index DIR] [--markdown-out FILE]
 
 Data (benches/scale_data.py): pages of 1,030 x 128 unit vectors (a 32 x 32 grid + 6 extra
 tokens, like ColPali) assembled from the real page vectors of an index of the dev set built
@@ -125,6 +125,7 @@ class Size:
     truth_s: float = 0.0
     optimize_s: float = 0.0
     token_build_s: float = 0.0
+    token_reused: bool = False  # from --keep-token-index, built by an earlier run
     resident_s: float | None = None
     folder_bytes: int = 0
     rss_start: int = 0  # resident memory when the size began (source data, encoder, ...)
@@ -626,14 +627,22 @@ def measure_token_stage(
 ) -> None:
     """The token first stage, built from the store as Index.optimize builds it, then each
     --token-candidates C of its pages reranked by Qdrant, into size.paths."""
-    folder = Path(tempfile.mkdtemp(prefix="vdr-scale-tokens-", dir=args.workdir))
+    kept = args.keep_token_index
+    folder = kept or Path(tempfile.mkdtemp(prefix="vdr-scale-tokens-", dir=args.workdir))
     try:
-        started = time.perf_counter()
-        info = build_token_index(store.page_vectors(), store.vector_count(), folder, 0)
-        size.token_build_s = time.perf_counter() - started
-        tokens = TokenIndex.open(folder)
-        assert tokens is not None
-        log(f"  token index: {info.centroids:,} centroids, built in {size.token_build_s:.0f} s")
+        tokens = TokenIndex.open(folder) if kept else None
+        if tokens is not None and tokens.info.pages == size.pages:
+            # The same pages (seeded) as the run that built it: its build time as recorded.
+            size.token_build_s, size.token_reused = tokens.info.seconds, True
+        else:
+            started = time.perf_counter()
+            build_token_index(store.page_vectors(), store.vector_count(), folder, 0)
+            size.token_build_s = time.perf_counter() - started
+            tokens = TokenIndex.open(folder)
+            assert tokens is not None
+        how = "reused, built" if size.token_reused else "built"
+        built_s = size.token_build_s
+        log(f"  token index: {tokens.info.centroids:,} centroids, {how} in {built_s:.0f} s")
         for candidates in args.token_candidates:
 
             def search(q: int, c: int = candidates) -> list[str]:
@@ -660,7 +669,8 @@ def measure_token_stage(
                 f"{size.paths[-1].recall:.3f}, first stage {np.median(stage_times):.0f} ms"
             )
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def measure_resident(
@@ -837,6 +847,8 @@ def report(
             load, disk = "not stored (--store-max-pages)", "-"
         optimize = f"{size.optimize_s:,.0f}" if size.optimize_s else "-"
         token_build = f"{size.token_build_s:,.0f}" if size.token_build_s else "-"
+        if size.token_reused:
+            token_build += " (earlier run)"
         lines.append(
             f"| {size.pages:,} | {size.storage} | {size.generate_s:,.0f} | {load} | "
             f"{size.truth_s:,.0f} | {optimize} | {token_build} | {disk} | {gib(size.rss_start)} | "
@@ -892,6 +904,13 @@ def main() -> None:
         help="also time vdr's rerank where every page's float32 vectors take at most this",
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument(
+        "--keep-token-index",
+        type=Path,
+        metavar="DIR",
+        help="keep the token index in DIR, and reuse one already there for the same page "
+        "count (one --pages size): its ~30 min build at 100,000 pages is paid once",
+    )
     parser.add_argument("--markdown-out", type=Path)
     args = parser.parse_args()
     args.load_at_start = os.getloadavg()[0]  # say how busy the machine was: see report()
