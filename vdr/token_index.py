@@ -8,8 +8,9 @@ the page vectors in its NPROBE nearest centroids; a page's score for the token i
 those, or, when it has none there, the similarity of the first centroid not probed (each of
 its vectors lies nearer some centroid that scores no higher). A page's first-stage score is
 the sum over the query's tokens, and the best pages go to the store's exact MaxSim rerank.
-On generated ColPali-sized pages this keeps Recall@10 at 0.95 with ~50 pages reranked at
-10,000 pages and ~90 at 30,000, where rows/cols reaches 0.63 with 400 (benches/first_stage.py).
+On generated ColPali-sized pages, probing 4 centroids, this keeps Recall@10 at 0.95 with ~50
+pages reranked at 10,000 pages and ~90 at 30,000, where rows/cols reaches 0.63 with 400
+(benches/first_stage.py); at 100,000 pages it takes 16 probes (see NPROBE).
 
 It is derived from the store and rebuilt whole by Index.optimize: never the only copy of
 anything, so a crash or a stale index costs speed, not pages (see Index for how staleness is
