@@ -86,6 +86,10 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
             "/tmp/vdr-scale-tokens-100000",
         ],
     ),
+    "token_probes": (
+        "Centroids probed per query token at 100k pages (the token index scale_100k kept)",
+        ["benches/token_probes.py", "--probes", "4", "8", "16", "32"],
+    ),
     "first_stage": (
         "First stages compared, each scored exactly: what the rerank gets to see",
         [

@@ -41,8 +41,8 @@ from numba import njit
 
 # Centroids each query token probes. On 100,000 generated pages (16,384 centroids of ~6,300
 # vectors) the share of the true top 10 among the first 100 / 200 pages is 0.77 / 0.88 probing
-# 4, 0.89 / 0.96 at 8 and 0.95 / 0.98 at 16, for 10, 14 and 27 ms a query on 2 cores; on 10,000
-# (4,096 centroids) 0.99 among 100 at any of them.
+# 4, 0.89 / 0.96 at 8 and 0.95 / 0.98 at 16, for 11, 16 and 25 ms a query on 2 cores
+# (benches/token_probes.py); on 10,000 (4,096 centroids) 0.99 among 100 at any of them.
 NPROBE = 16
 # Page vectors a centroid holds on average, which sets K: the query's cost is ~ m x NPROBE x
 # this many vectors whatever the index size. 2,500 is where 4,096 centroids put 10,000 pages
