@@ -251,14 +251,15 @@ def _index(args: argparse.Namespace) -> int:
     optimized = None
     with _open(args, create=True) as index:
         report = index.add(args.paths, progress=not args.quiet and not args.json)
-        if index.optimize_due() and args.no_optimize:
+        due = index.optimize_due()  # counts the store's pages: asked once
+        if due and args.no_optimize:
             if not args.json:
                 print(
                     f"vdr index: {index.pages_since_optimize:,} pages written since the last "
                     "optimize; searches stay slower until `vdr optimize`",
                     file=sys.stderr,
                 )
-        elif index.optimize_due():
+        elif due:
             if not args.json:
                 print(
                     f"vdr index: optimizing ({index.pages_since_optimize:,} pages written since "
@@ -527,7 +528,7 @@ def _doctor(args: argparse.Namespace) -> int:
                 f"re-indexed"
             )
             for name in repairs.removed_folders:
-                print(f"  removed {name}/ (a token index build that did not finish)")
+                print(f"  removed {name}/ (an unfinished or broken token index)")
             if repairs.removed_folders:
                 print("  `vdr optimize` builds the token first stage again")
             for what, why in repairs.unrepaired.items():
