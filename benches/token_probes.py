@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale_data
 from scale import DEFAULT_SET, DEFAULT_SOURCE, K, Truth, ensure_source_index, log
 
-from vdr import token_index
 from vdr.token_index import TokenIndex
 
 from index_throughput import machine
@@ -81,13 +80,12 @@ def main() -> None:
     rows = []
     deepest = max(args.candidates)
     for probes in args.probes:
-        token_index.NPROBE = probes
         for q in numbers:  # a warm-up pass: numba compiles, the probed rows are read in
-            index.candidates(source.queries[q], deepest)
+            index.candidates(source.queries[q], deepest, probes)
         times, found = [], {c: [] for c in args.candidates}
         for q in numbers:
             started = time.perf_counter()
-            ranked = index.candidates(source.queries[q], deepest)
+            ranked = index.candidates(source.queries[q], deepest, probes)
             times.append((time.perf_counter() - started) * 1000)
             for c in args.candidates:
                 found[c].append(len(set(tops[q]) & set(ranked[:c])) / K)

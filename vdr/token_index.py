@@ -284,18 +284,20 @@ class TokenIndex:
         )
         return index if whole else None
 
-    def candidates(self, query: np.ndarray, count: int) -> list[str]:
-        """Ids of the `count` best pages for `query` ([m, dim] float32), best first."""
-        scores = self.scores(query)
+    def candidates(self, query: np.ndarray, count: int, nprobe: int | None = None) -> list[str]:
+        """Ids of the `count` best pages for `query` ([m, dim] float32), best first, each
+        token probing `nprobe` centroids (default NPROBE)."""
+        scores = self.scores(query, nprobe)
         count = min(count, len(scores))
         best = np.argpartition(-scores, count - 1)[:count]
         return [self.page_ids[p] for p in best[np.argsort(-scores[best])]]
 
-    def scores(self, query: np.ndarray) -> np.ndarray:
-        """[n_pages] float32 first-stage score of every page (see the module docstring)."""
+    def scores(self, query: np.ndarray, nprobe: int | None = None) -> np.ndarray:
+        """[n_pages] float32 first-stage score of every page (see the module docstring), each
+        token probing `nprobe` centroids (default NPROBE)."""
         query = np.ascontiguousarray(query, np.float32)
         similarity = query @ self.centroids.T  # [m, K]
-        nprobe = min(NPROBE, similarity.shape[1] - 1)
+        nprobe = min(nprobe or NPROBE, similarity.shape[1] - 1)
         nearest = np.argpartition(-similarity, nprobe, axis=1)[:, : nprobe + 1]
         ranked = np.take_along_axis(
             nearest, np.argsort(-np.take_along_axis(similarity, nearest, 1), axis=1), 1
