@@ -305,3 +305,17 @@ def test_picked_pages_alone_are_reranked_exactly_and_deleted_ids_pass_over(
     # With the pooled stage too (here wide enough for every page), the union is reranked.
     both = store.search(query, k=9, candidates=9, picked=picked)
     assert [h.page_id for h in both] == [h.page_id for h in exact]
+
+
+def test_pages_scored_elsewhere_get_their_payloads_in_search_order(
+    filled: tuple[Store, list[PageRecord], np.ndarray],
+) -> None:
+    """What the token index's own rerank relies on, on both backends."""
+    store, records, _ = filled
+    first, second, third = (r.page_id for r in records[:3])
+    scored = [(first, 0.5), ("zzzz-p9", 9.0), (third, 2.0), (second, 0.5)]  # zzzz: no such page
+    hits = store.hits(scored, k=2)
+    assert [h.page_id for h in hits] == [third, min(first, second)]  # a tie: by page id
+    assert (hits[0].score, hits[0].doc_id, hits[0].page) == (2.0, records[2].doc_id, 3)
+    assert hits[0].doc_path == records[2].doc_path
+    assert store.hits([], k=5) == []

@@ -277,6 +277,17 @@ class Store(ABC):
             }
         return ordered(self.resident.rerank(query, wanted, pool, doc_ids))[:k]
 
+    def hits(self, scored: Sequence[tuple[str, float]], k: int) -> list[Hit]:
+        """The top k of pages scored elsewhere ((page id, score) each, as TokenIndex.search
+        gives them), with their payloads, best first and ties ordered as search() orders them;
+        ids of pages no longer stored are passed over."""
+        payloads = {p["page_id"]: p for p in self._hit_payloads([p for p, _ in scored])}
+        return ordered([hit_of(payloads[p], s) for p, s in scored if p in payloads])[:k]
+
+    @abstractmethod
+    def _hit_payloads(self, page_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The HIT_FIELDS of these pages' points, for those that exist, in any order."""
+
     def search_text(self, text: str, k: int, doc_ids: Sequence[str] | None = None) -> list[Hit]:
         """Top k pages by BM25 of their words against `text` (none when it has no terms).
         Callers check has_text first: an index made by an older vdr has no BM25 vectors."""

@@ -222,6 +222,10 @@ class EdgeStore(Store):
         )
         return [p.payload["page_id"] for p in points]
 
+    def _hit_payloads(self, page_ids: Sequence[str]) -> list[dict[str, Any]]:
+        records = self.shard.retrieve([point_id_of(p) for p in page_ids], HIT_FIELDS, False)
+        return [r.payload for r in records]
+
     def _fetch_page(self, page_id: str) -> StoredPage | None:
         records = self.shard.retrieve([point_id_of(page_id)], True, [FULL])
         if not records:

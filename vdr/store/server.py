@@ -237,6 +237,11 @@ class ServerStore(Store):
         )
         return [(p.payload or {})["page_id"] for p in response.points]
 
+    def _hit_payloads(self, page_ids: Sequence[str]) -> list[dict[str, Any]]:
+        ids = [point_id_of(p) for p in page_ids]
+        records = self.client.retrieve(self.collection, ids, HIT_FIELDS, with_vectors=False)
+        return [r.payload or {} for r in records]
+
     def _fetch_page(self, page_id: str) -> StoredPage | None:
         records = self.client.retrieve(
             self.collection, ids=[point_id_of(page_id)], with_payload=True, with_vectors=[FULL]
