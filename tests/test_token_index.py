@@ -100,6 +100,36 @@ def test_a_query_token_equal_to_a_page_vector_finds_that_page_first(tmp_path: Pa
         assert index.candidates(query, 1) == [f"p{n}"]
 
 
+def test_search_reranks_its_candidates_by_maxsim_over_all_their_int8_vectors(
+    tmp_path: Path,
+) -> None:
+    pages = clustered_pages(120, seed=6)
+    pages.insert(50, ("blank", np.zeros((0, 32), np.float32)))  # listed, with no vectors
+    index = built(pages, tmp_path / "tokens")
+    rng = np.random.default_rng(7)
+    for _ in range(10):
+        picks = [pages[rng.integers(50)][1][rng.integers(40)] for _ in range(5)]
+        query = unit(np.stack(picks) + 0.04 * rng.standard_normal((5, 32)))
+        # Every page a candidate: the result is the exact top 10, up to int8 rounding.
+        got = index.search(query, k=10, candidates=len(pages))
+        exact = {page_id: maxsim(query, v) if len(v) else 0.0 for page_id, v in pages}
+        true_top = sorted(exact, key=lambda p: -exact[p])[:10]
+        assert len({p for p, _ in got} & set(true_top)) >= 9
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+        for page_id, score in got:
+            assert abs(score - exact[page_id]) <= 0.01 * len(query)
+        # Each page's score is MaxSim over exactly its own rows, as the int8 values give them.
+        numbers = np.arange(len(pages))
+        for n, score in zip(numbers, index.maxsim(query, numbers), strict=True):
+            rows = index.page_rows[index.page_starts[n] : index.page_starts[n + 1]]
+            assert sorted(index.pages[rows].tolist()) == [n] * len(rows)
+            vectors = index.vectors[rows].astype(np.float32) * index.scales[rows][:, None]
+            assert score == pytest.approx(maxsim(query, vectors) if len(rows) else 0, rel=1e-5)
+        # Fewer candidates than pages: the best by the first stage, then by MaxSim.
+        few = index.search(query, k=3, candidates=12)
+        assert {p for p, _ in few} <= set(index.candidates(query, 12)) and len(few) == 3
+
+
 def test_a_partial_build_is_no_index_and_a_new_build_replaces_the_old(tmp_path: Path) -> None:
     folder = tmp_path / "tokens"
     assert TokenIndex.open(folder) is None
@@ -174,6 +204,17 @@ def test_an_index_searches_through_its_token_stage_and_stays_whole_as_pages_come
         assert index.writes == report.token_index.writes  # fresh: the token stage alone
         query = "quarterly generation per site"
         assert late_ids(index, query, 1, candidates=2) == late_ids(index, query, 1, None)
+        # Fresh, it also reranks its candidates itself (rerank auto on a CPU): the scores are
+        # its own, and Qdrant's rerank of the same candidates orders the pages alike.
+        ours = index.search(query, k=3, candidates=6, mode="late")
+        vectors = index.embed_queries([query])[0].scoring_vectors()
+        own = index._tokens.search(vectors, 3, 6) if index._tokens else []
+        assert [(h.page_id, h.score) for h in ours] == own
+        index.use_rerank("qdrant")
+        theirs = index.search(query, k=3, candidates=6, mode="late")
+        index.use_rerank("auto")
+        assert [h.page_id for h in theirs] == [h.page_id for h in ours]
+        np.testing.assert_allclose([h.score for h in theirs], [s for _, s in own], rtol=0.01)
 
         # A run that changes nothing leaves it fresh; one that adds a page makes it stale,
         # and the new page (unknown to the token stage) is still found.

@@ -1,4 +1,5 @@
-"""A token-level first stage (WARP/XTR-style) for large indexes, kept beside the store.
+"""A token-level first stage (WARP/XTR-style) for large indexes, kept beside the store, that
+also reranks its own candidates.
 
 The pooled first stage (rows/cols) loses a page's detail, so at scale it must pass thousands
 of pages to the exact rerank to keep the true top 10 among them (BENCHMARKS.md, "Query
@@ -7,22 +8,31 @@ centroids (a k-means codebook, as PLAID's), in int8. A query token is scored exa
 the page vectors in its NPROBE nearest centroids; a page's score for the token is the best of
 those, or, when it has none there, the similarity of the first centroid not probed (each of
 its vectors lies nearer some centroid that scores no higher). A page's first-stage score is
-the sum over the query's tokens, and the best pages go to the store's exact MaxSim rerank.
-On generated ColPali-sized pages, probing 4 centroids, this keeps Recall@10 at 0.95 with ~50
-pages reranked at 10,000 pages and ~90 at 30,000, where rows/cols reaches 0.63 with 400
-(benches/first_stage.py); at 100,000 pages it takes 16 probes (see NPROBE).
+the sum over the query's tokens. On generated ColPali-sized pages, probing 4 centroids, this
+keeps Recall@10 at 0.95 with ~50 pages reranked at 10,000 pages and ~90 at 30,000, where
+rows/cols reaches 0.63 with 400 (benches/first_stage.py); at 100,000 pages it takes 16 probes
+(see NPROBE).
+
+The best pages are then scored by exact MaxSim over all their vectors, which this index holds
+already (search()): the store's copy of the same vectors need not be read too. At 100,000
+pages the two copies (~13 GB each in int8) do not fit in a 24 GB machine's page cache
+together, and reranking from the store made every search read from disk (BENCHMARKS.md,
+"The token first stage at 100k pages").
 
 It is derived from the store and rebuilt whole by Index.optimize: never the only copy of
 anything, so a crash or a stale index costs speed, not pages (see Index for how staleness is
 told). On disk, in one folder:
 
-    centroids.npy  [K, dim] float32 unit centroids
-    vectors.npy    [n_vectors, dim] int8 page vectors, sorted by centroid (memory-mapped)
-    scales.npy     [n_vectors] float32: vector = int8 row x scale
-    pages.npy      [n_vectors] int32 page number (into page_ids.json) of each vector
-    starts.npy     [K + 1] int64: centroid c's vectors are rows starts[c] .. starts[c + 1] - 1
-    page_ids.json  the page ids, by page number
-    meta.json      written last: its presence says the rest is complete
+    centroids.npy   [K, dim] float32 unit centroids
+    vectors.npy     [n_vectors, dim] int8 page vectors, sorted by centroid (memory-mapped)
+    scales.npy      [n_vectors] float32: vector = int8 row x scale
+    pages.npy       [n_vectors] int32 page number (into page_ids.json) of each vector
+    starts.npy      [K + 1] int64: centroid c's vectors are rows starts[c] .. starts[c + 1] - 1
+    page_rows.npy   [n_vectors] int32 or int64: the rows of vectors.npy grouped by page, so
+                    page p's are page_rows[page_starts[p] .. page_starts[p + 1] - 1]
+    page_starts.npy [n_pages + 1] int64
+    page_ids.json   the page ids, by page number
+    meta.json       written last: its presence says the rest is complete
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,8 +244,14 @@ def build_token_index(
     (scratch / "by_page.npy").unlink()  # its mapping lives on until collected, the file not
     np.save(scratch / "centroids.npy", centroids.numpy())
     np.save(scratch / "scales.npy", scales[:row][order])
-    np.save(scratch / "pages.npy", numbers[:row][order])
+    sorted_numbers = numbers[:row][order]
+    np.save(scratch / "pages.npy", sorted_numbers)
     np.save(scratch / "starts.npy", np.searchsorted(codes[:row][order], np.arange(k + 1)))
+    del order  # before the sort by page: both are 8 bytes a vector
+    page_rows = np.argsort(sorted_numbers, kind="stable")
+    np.save(scratch / "page_rows.npy", page_rows.astype(np.int32 if row < 2**31 else np.int64))
+    counts = np.bincount(sorted_numbers, minlength=len(page_ids))
+    np.save(scratch / "page_starts.npy", np.concatenate([[0], np.cumsum(counts)]))
     (scratch / "page_ids.json").write_text(json.dumps(page_ids))
     info = TokenIndexInfo(len(page_ids), row, k, writes, time.perf_counter() - started)
     (scratch / _META).write_text(json.dumps(info.__dict__))
@@ -265,6 +282,8 @@ class TokenIndex:
         self.scales = np.load(folder / "scales.npy", mmap_mode="r")
         self.pages = np.load(folder / "pages.npy", mmap_mode="r")
         self.starts = np.load(folder / "starts.npy")
+        self.page_rows = np.load(folder / "page_rows.npy", mmap_mode="r")
+        self.page_starts = np.load(folder / "page_starts.npy")
         self.page_ids: list[str] = json.loads((folder / "page_ids.json").read_text())
 
     @classmethod
@@ -281,6 +300,8 @@ class TokenIndex:
             len(index.vectors) == len(index.scales) == len(index.pages) == rows
             and len(index.starts) == len(index.centroids) + 1 == index.info.centroids + 1
             and len(index.page_ids) == index.info.pages
+            and len(index.page_rows) == rows
+            and len(index.page_starts) == index.info.pages + 1
         )
         return index if whole else None
 
@@ -288,9 +309,37 @@ class TokenIndex:
         """Ids of the `count` best pages for `query` ([m, dim] float32), best first, each
         token probing `nprobe` centroids (default NPROBE)."""
         scores = self.scores(query, nprobe)
-        count = min(count, len(scores))
-        best = np.argpartition(-scores, count - 1)[:count]
-        return [self.page_ids[p] for p in best[np.argsort(-scores[best])]]
+        return [self.page_ids[p] for p in _best(scores, count)]
+
+    def search(
+        self, query: np.ndarray, k: int, candidates: int, nprobe: int | None = None
+    ) -> list[tuple[str, float]]:
+        """The k best pages for `query` ([m, dim] float32) as (page id, MaxSim score), best
+        first: the `candidates` best by the first stage (each token probing `nprobe`
+        centroids, default NPROBE), scored by exact MaxSim over the index's int8 vectors."""
+        numbers = _best(self.scores(query, nprobe), candidates)
+        exact = self.maxsim(query, numbers)
+        return [(self.page_ids[numbers[i]], float(exact[i])) for i in _best(exact, k)]
+
+    def maxsim(self, query: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        """[len(numbers)] float32 MaxSim of `query` ([m, dim] float32) against these pages (page
+        numbers) over all their vectors, dequantized from int8; 0 for a page with none.
+
+        One page per call of the compiled kernel at a time per thread, on every thread torch
+        may use: the arithmetic (m x dim x ~1,000 multiply-adds a ColPali page) is the cost."""
+        query = np.ascontiguousarray(query, np.float32)
+        numbers = np.asarray(numbers, np.int64)
+        scores = np.empty(len(numbers), np.float32)
+        arrays = (np.asarray(self.page_rows), self.page_starts)
+        vectors = (np.asarray(self.vectors), np.asarray(self.scales))
+        threads = max(1, min(torch.get_num_threads(), len(numbers)))
+
+        def score(part: int) -> None:
+            scores[part::threads] = _page_maxsim(query, numbers[part::threads], *arrays, *vectors)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(score, range(threads)))
+        return scores
 
     def scores(self, query: np.ndarray, nprobe: int | None = None) -> np.ndarray:
         """[n_pages] float32 first-stage score of every page (see the module docstring), each
@@ -313,6 +362,15 @@ class TokenIndex:
             np.asarray(self.pages),
             len(self.page_ids),
         )
+
+
+def _best(scores: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the `count` largest of `scores`, largest first."""
+    count = min(count, len(scores))
+    if count < 1:
+        return np.zeros(0, np.int64)
+    best = np.argpartition(-scores, count - 1)[:count]
+    return best[np.argsort(-scores[best], kind="stable")]
 
 
 @njit(nogil=True, fastmath=True, cache=True)
@@ -358,3 +416,42 @@ def _probed_maxsim(
                 total[page] += best[page] - floors[t]
             best[page] = unseen
     return total
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _page_maxsim(
+    query: np.ndarray,
+    numbers: np.ndarray,
+    page_rows: np.ndarray,
+    page_starts: np.ndarray,
+    vectors: np.ndarray,
+    scales: np.ndarray,
+) -> np.ndarray:
+    """[len(numbers)] float32: for each page number, the sum over query tokens of the largest
+    dot product with the page's vectors (int8 rows x scale), 0 for a page with none.
+
+    Each row is dequantized once into a float32 buffer and then multiplied by every token,
+    so the conversion is paid per row, not per (row, token)."""
+    m, dim = query.shape
+    out = np.zeros(len(numbers), np.float32)
+    row_values = np.empty(dim, np.float32)
+    best = np.empty(m, np.float32)
+    for i in range(len(numbers)):
+        page = numbers[i]
+        first, last = page_starts[page], page_starts[page + 1]
+        if first == last:
+            continue
+        best[:] = np.float32(-1e30)  # not -inf: fastmath assumes no infinities
+        for j in range(first, last):
+            row = page_rows[j]
+            scale = scales[row]
+            for d in range(dim):
+                row_values[d] = np.float32(vectors[row, d]) * scale
+            for t in range(m):
+                dot = np.float32(0.0)
+                for d in range(dim):
+                    dot += row_values[d] * query[t, d]
+                if dot > best[t]:
+                    best[t] = dot
+        out[i] = best.sum()
+    return out
