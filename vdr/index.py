@@ -96,7 +96,9 @@ class Index:
     create:     make a new index when `path` holds none (otherwise NotFound).
     rerank:     who reranks the first stage's candidates exactly: "qdrant" (Qdrant's own, next
                 to its storage), "vdr" (our MaxSim kernels on every page's vectors kept in
-                `device` memory, read in on the first search), or "auto" (see choose_rerank).
+                `device` memory, read in on the first search), or "auto" (see choose_rerank;
+                where that picks Qdrant's, a current token first stage reranks its own
+                candidates from its own copy of the vectors instead).
     """
 
     def __init__(
@@ -301,6 +303,7 @@ class Index:
             mode,
             tokens,
             tokens_fresh=self.token_stage == "current",
+            tokens_rerank=self.rerank == "auto" and self.store.resident is None,
         )
 
     def announce_server(self, url: str) -> None:

@@ -12,7 +12,7 @@ from vdr.encoders.base import QueryEmbedding
 from vdr.errors import VdrError
 from vdr.evidence import find_evidence
 from vdr.heatmap import similarity_maps
-from vdr.store.base import Hit, Store, ordered
+from vdr.store.base import TIE_SLACK, Hit, Store, ordered
 from vdr.token_index import TokenIndex
 
 # Pages each pooled vector kind (rows, cols), or the token first stage, passes to the exact
@@ -46,6 +46,7 @@ def search_many(
     mode: str = DEFAULT_MODE,
     tokens: TokenIndex | None = None,
     tokens_fresh: bool = False,
+    tokens_rerank: bool = False,
 ) -> list[list[Hit]]:
     """Top k pages for each query, best first.
 
@@ -60,7 +61,9 @@ def search_many(
                 reranked too (not for a search restricted to doc_ids, which the pooled stage
                 filters as it goes). tokens_fresh: it knows every page (no write since it was
                 built), so the pooled stage is left out; otherwise the pooled stage still
-                finds the pages written since.
+                finds the pages written since. tokens_rerank (with tokens_fresh): the token
+                index also reranks its pages exactly, from its own int8 vectors, and the
+                store only gives the hits' payloads; otherwise the store reranks them.
     """
     if k < 1:
         raise VdrError(f"k must be at least 1, got {k}")
@@ -84,9 +87,13 @@ def search_many(
             late = []
             if mode != "bm25":
                 use_tokens = tokens is not None and candidates and not doc_ids
-                picked = tokens.candidates(vectors, candidates) if use_tokens else []
-                pooled = not (picked and tokens_fresh)
-                late = store.search(vectors, depth, candidates, doc_ids, picked, pooled)
+                if use_tokens and tokens_fresh and tokens_rerank:
+                    scored = tokens.search(vectors, depth + TIE_SLACK, candidates)
+                    late = store.hits(scored, depth)
+                else:
+                    picked = tokens.candidates(vectors, candidates) if use_tokens else []
+                    pooled = not (picked and tokens_fresh)
+                    late = store.search(vectors, depth, candidates, doc_ids, picked, pooled)
             by_text = store.search_text(text, depth, doc_ids) if mode != "late" else []
             hits = fuse(late, by_text, k) if mode == "hybrid" else (late or by_text)
             results.append(
