@@ -28,8 +28,10 @@ vdr's own store (EdgeStore.upsert / optimize / search, k=10):
   first stage alone (the two pooled queries store.search makes for vdr's rerank), timed,
   and the share of the true top 10 in its pool;
 - the token first stage (vdr.token_index, what Index.optimize builds at this size): built from
-  the store, timed; for each --token-candidates C, its C best pages + Qdrant's exact rerank
-  (store.search with picked=, pooled=False), timed and scored as above;
+  the store, timed; for each --token-candidates C, its C best pages (first stage alone timed
+  first), exactly reranked from the token index's own vectors (TokenIndex.search, then
+  store.hits for the payloads: what vdr searches with a current token stage), then by Qdrant
+  (store.search with picked=, pooled=False), each timed and scored as above;
 - the exact full scan (store.search with candidates=None: Qdrant's MaxSim over every page), on
   as many queries as --scan-seconds allows (at least 3). With float32 storage its results
   must equal the ground truth (checked; a mismatch stops the run);
@@ -626,7 +628,8 @@ def measure_token_stage(
     args: argparse.Namespace,
 ) -> None:
     """The token first stage, built from the store as Index.optimize builds it, then each
-    --token-candidates C of its pages reranked by Qdrant, into size.paths."""
+    --token-candidates C of its pages reranked by the token index itself and by Qdrant, into
+    size.paths."""
     kept = args.keep_token_index
     folder = kept or Path(tempfile.mkdtemp(prefix="vdr-scale-tokens-", dir=args.workdir))
     try:
@@ -645,29 +648,35 @@ def measure_token_stage(
         log(f"  token index: {tokens.info.centroids:,} centroids, {how} in {built_s:.0f} s")
         for candidates in args.token_candidates:
 
-            def search(q: int, c: int = candidates) -> list[str]:
+            def own_rerank(q: int, c: int = candidates) -> list[str]:
+                scored = tokens.search(queries[q], K + TIE_SLACK, c)
+                return ids(store.hits(scored, K))
+
+            def qdrant_rerank(q: int, c: int = candidates) -> list[str]:
                 picked = tokens.candidates(queries[q], c)
                 return ids(store.search(queries[q], K, c, picked=picked, pooled=False))
 
             def first_stage(q: int, c: int = candidates) -> list[str]:
                 return tokens.candidates(queries[q], c)
 
-            times, results = timed_passes(search, len(queries), args.repeats)
             stage_times, pools = timed_pass(first_stage, range(len(queries)))
-            size.paths.append(
-                Measured(
-                    f"token first stage {candidates} + Qdrant rerank",
-                    None,
-                    times,
-                    *recall_of(truth, results),
-                    float(np.median(stage_times)),
-                    pool_recall(truth, pools),
+            for rerank, search in (("its own", own_rerank), ("Qdrant", qdrant_rerank)):
+                times, results = timed_passes(search, len(queries), args.repeats)
+                size.paths.append(
+                    Measured(
+                        f"token first stage {candidates} + {rerank} rerank",
+                        None,
+                        times,
+                        *recall_of(truth, results),
+                        float(np.median(stage_times)),
+                        pool_recall(truth, pools),
+                    )
                 )
-            )
-            log(
-                f"  token candidates {candidates}: p50 {np.median(times):.0f} ms, recall "
-                f"{size.paths[-1].recall:.3f}, first stage {np.median(stage_times):.0f} ms"
-            )
+                log(
+                    f"  token candidates {candidates}, {rerank} rerank: p50 "
+                    f"{np.median(times):.0f} ms, recall {size.paths[-1].recall:.3f}, first "
+                    f"stage {np.median(stage_times):.0f} ms"
+                )
     finally:
         if not kept:
             shutil.rmtree(folder, ignore_errors=True)
