@@ -187,13 +187,18 @@ def late_ids(index: Index, query: str, k: int, candidates: int | None) -> list[s
     return [h.page_id for h in hits]
 
 
+@pytest.mark.parametrize("storage", ["float32", "int8"])
 def test_an_index_searches_through_its_token_stage_and_stays_whole_as_pages_come_and_go(
-    tmp_path: Path, samples: Path, encoder: TextGridEncoder, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    samples: Path,
+    encoder: TextGridEncoder,
+    monkeypatch: pytest.MonkeyPatch,
+    storage: str,
 ) -> None:
     del encoder  # loaded once per session and shared
     (samples / "scanned_letter.pdf").unlink()  # OCR adds time, not coverage, here
     monkeypatch.setattr("vdr.index.TOKEN_INDEX_MIN_PAGES", 6)
-    with Index(tmp_path / "index") as index:
+    with Index(tmp_path / "index", storage=storage) as index:
         index.add([samples])
         assert index.optimize().token_index is None  # 5 pages: under the threshold
         assert not (index.path / TOKEN_INDEX_DIR).exists()
@@ -204,17 +209,19 @@ def test_an_index_searches_through_its_token_stage_and_stays_whole_as_pages_come
         assert index.writes == report.token_index.writes  # fresh: the token stage alone
         query = "quarterly generation per site"
         assert late_ids(index, query, 1, candidates=2) == late_ids(index, query, 1, None)
-        # Fresh, it also reranks its candidates itself (rerank auto on a CPU): the scores are
-        # its own, and Qdrant's rerank of the same candidates orders the pages alike.
+        # Fresh, in an int8 index, it also reranks its candidates itself (rerank auto on a
+        # CPU): the scores are its own, and Qdrant's rerank of the same candidates orders the
+        # pages alike. A float32 index keeps Qdrant's rerank of its float32 vectors.
         ours = index.search(query, k=3, candidates=6, mode="late")
         vectors = index.embed_queries([query])[0].scoring_vectors()
         own = index._tokens.search(vectors, 3, 6) if index._tokens else []
-        assert [(h.page_id, h.score) for h in ours] == own
         index.use_rerank("qdrant")
         theirs = index.search(query, k=3, candidates=6, mode="late")
         index.use_rerank("auto")
-        assert [h.page_id for h in theirs] == [h.page_id for h in ours]
+        assert [h.page_id for h in theirs] == [h.page_id for h in ours] == [p for p, _ in own]
         np.testing.assert_allclose([h.score for h in theirs], [s for _, s in own], rtol=0.01)
+        expected = own if storage == "int8" else [(h.page_id, h.score) for h in theirs]
+        assert [(h.page_id, h.score) for h in ours] == expected
 
         # A run that changes nothing leaves it fresh; one that adds a page makes it stale,
         # and the new page (unknown to the token stage) is still found.

@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
             default=os.environ.get("VDR_RERANK", "auto"),
             choices=RERANKS,
             help="exact rerank: qdrant (its own), vdr (our MaxSim kernel on page vectors held "
-            "in memory), auto (vdr on a GPU they fit on, qdrant on a CPU)",
+            "in memory), auto (vdr on a GPU they fit on; otherwise qdrant, or in an int8 "
+            "index with a current token stage, the token index's own)",
         )
         sub.add_argument(
             "--batch-size",
@@ -563,8 +564,8 @@ def _checkup_text(found: Checkup) -> str:
 _TOKEN_STAGE_NOTES = {
     "stale": "pages were indexed since it was built, so searches also run the pooled stage "
     "(slower at scale) until `vdr optimize`",
-    "broken": "its files are cut short or lost; searches use the pooled stage. `--repair` "
-    "removes it, `vdr optimize` builds it again",
+    "broken": "its files are cut short, lost or from an older vdr; searches use the pooled "
+    "stage. `--repair` removes it, `vdr optimize` builds it again",
 }
 
 

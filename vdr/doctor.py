@@ -9,9 +9,10 @@ still where they were (and unchanged); what it cannot mend it names.
 
 The token first stage is derived from the store, so its troubles cost speed, never pages: a
 build killed midway leaves a scratch folder as large as the index, which repair() deletes, and
-files cut short by a machine crash leave an index searches pass over, which repair() deletes
-for the next optimize to build again. A stale one (indexing runs since it was built) is no
-damage: searches run the pooled stage beside it until the next optimize.
+files cut short by a machine crash (or missing, in one an older vdr wrote) leave an index
+searches pass over, which repair() deletes for the next optimize to build again. A stale one
+(indexing runs since it was built) is no damage: searches run the pooled stage beside it until
+the next optimize.
 """
 
 from __future__ import annotations

@@ -97,8 +97,8 @@ class Index:
     rerank:     who reranks the first stage's candidates exactly: "qdrant" (Qdrant's own, next
                 to its storage), "vdr" (our MaxSim kernels on every page's vectors kept in
                 `device` memory, read in on the first search), or "auto" (see choose_rerank;
-                where that picks Qdrant's, a current token first stage reranks its own
-                candidates from its own copy of the vectors instead).
+                where that picks Qdrant's in an int8 index, a current token first stage
+                reranks its own candidates from its own int8 copy of the vectors instead).
     """
 
     def __init__(
@@ -209,7 +209,8 @@ class Index:
         """The token first stage: "current" (searches use it alone), "stale" (indexing runs
         since it was built: searches run the pooled stage beside it), "none" (not built: under
         TOKEN_INDEX_MIN_PAGES, or not optimized since), or "broken" (files lost or cut short,
-        as a machine crash can leave them: searches use the pooled stage). optimize() makes a
+        as a machine crash can leave them, or missing from one an older vdr wrote: searches
+        use the pooled stage). optimize() makes a
         stale, missing or broken one current."""
         if self._tokens is not None:
             return "current" if self._tokens.info.writes == self.writes else "stale"
@@ -303,7 +304,11 @@ class Index:
             mode,
             tokens,
             tokens_fresh=self.token_stage == "current",
-            tokens_rerank=self.rerank == "auto" and self.store.resident is None,
+            # Only over bytes: the token index's vectors are int8, and a float store's own
+            # rerank keeps the scores its storage promises.
+            tokens_rerank=self.rerank == "auto"
+            and self.store.resident is None
+            and self.storage == "int8",
         )
 
     def announce_server(self, url: str) -> None:
@@ -454,6 +459,9 @@ def choose_rerank(rerank: str, device: torch.device, resident_bytes: Callable[[]
     GPU_RESIDENT_SHARE of its free memory; Qdrant's own rerank on a CPU, where it measured
     faster for one-off searches (benches/rerank.py: reading the vectors into memory first costs
     ~7 ms a page) and costs no memory beyond Qdrant's. "vdr" on a GPU too small is refused.
+    Where auto picks "qdrant" in an int8 index, a current token first stage reranks instead
+    (Index.search_many): it holds every page's vectors already, in int8 too, so a search reads
+    them once, not twice.
     """
     if rerank == "qdrant" or (rerank == "auto" and device.type != "cuda"):
         return "qdrant"
