@@ -28,10 +28,10 @@ vdr's own store (EdgeStore.upsert / optimize / search, k=10):
   first stage alone (the two pooled queries store.search makes for vdr's rerank), timed,
   and the share of the true top 10 in its pool;
 - the token first stage (vdr.token_index, what Index.optimize builds at this size): built from
-  the store, timed; for each --token-candidates C, its C best pages (first stage alone timed
-  first), exactly reranked from the token index's own vectors (TokenIndex.search, then
-  store.hits for the payloads: what vdr searches with a current token stage), then by Qdrant
-  (store.search with picked=, pooled=False), each timed and scored as above;
+  the store, timed; for each --token-candidates C, its C best pages exactly reranked from the
+  token index's own vectors (TokenIndex.search, then store.hits for the payloads: what vdr
+  does in an int8 index with a current token stage), then by Qdrant (store.search with
+  picked=, pooled=False), each timed and scored as above; then the first stage alone, timed;
 - the exact full scan (store.search with candidates=None: Qdrant's MaxSim over every page), on
   as many queries as --scan-seconds allows (at least 3). With float32 storage its results
   must equal the ground truth (checked; a mismatch stops the run);
@@ -659,9 +659,14 @@ def measure_token_stage(
             def first_stage(q: int, c: int = candidates) -> list[str]:
                 return tokens.candidates(queries[q], c)
 
+            measured = [
+                (rerank, *timed_passes(search, len(queries), args.repeats))
+                for rerank, search in (("its own", own_rerank), ("Qdrant", qdrant_rerank))
+            ]
+            # Timed after the searches, as they leave the page cache: before them, the first
+            # C's pass would time reading the token index from disk.
             stage_times, pools = timed_pass(first_stage, range(len(queries)))
-            for rerank, search in (("its own", own_rerank), ("Qdrant", qdrant_rerank)):
-                times, results = timed_passes(search, len(queries), args.repeats)
+            for rerank, times, results in measured:
                 size.paths.append(
                     Measured(
                         f"token first stage {candidates} + {rerank} rerank",
