@@ -106,6 +106,7 @@ def test_search_reranks_its_candidates_by_maxsim_over_all_their_int8_vectors(
     pages = clustered_pages(120, seed=6)
     pages.insert(50, ("blank", np.zeros((0, 32), np.float32)))  # listed, with no vectors
     index = built(pages, tmp_path / "tokens")
+    np.testing.assert_allclose(index.rotation @ index.rotation.T, np.eye(32), atol=1e-5)
     rng = np.random.default_rng(7)
     for _ in range(10):
         picks = [pages[rng.integers(50)][1][rng.integers(40)] for _ in range(5)]
@@ -118,13 +119,15 @@ def test_search_reranks_its_candidates_by_maxsim_over_all_their_int8_vectors(
         assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
         for page_id, score in got:
             assert abs(score - exact[page_id]) <= 0.01 * len(query)
-        # Each page's score is MaxSim over exactly its own rows, as the int8 values give them.
+        # Each page's score is MaxSim over exactly its own rows, as the int8 values give them
+        # (rotated, as the query is).
         numbers = np.arange(len(pages))
+        rotated = query @ index.rotation
         for n, score in zip(numbers, index.maxsim(query, numbers), strict=True):
             rows = index.page_rows[index.page_starts[n] : index.page_starts[n + 1]]
             assert sorted(index.pages[rows].tolist()) == [n] * len(rows)
             vectors = index.vectors[rows].astype(np.float32) * index.scales[rows][:, None]
-            assert score == pytest.approx(maxsim(query, vectors) if len(rows) else 0, rel=1e-5)
+            assert score == pytest.approx(maxsim(rotated, vectors) if len(rows) else 0, rel=1e-5)
         # Fewer candidates than pages: the best by the first stage, then by MaxSim.
         few = index.search(query, k=3, candidates=12)
         assert {p for p, _ in few} <= set(index.candidates(query, 12)) and len(few) == 3
