@@ -65,8 +65,8 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "scale_100k": (
-        "The token first stage at 100k pages (int8 store; no pooled paths: their HNSW build "
-        "alone takes ~45 minutes here)",
+        "The token first stage at 100k pages, reranked by the token index itself and by "
+        "Qdrant (int8 store; no pooled paths: their HNSW build alone takes ~45 minutes here)",
         [
             "benches/scale.py",
             "--pages",
