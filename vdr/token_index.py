@@ -60,8 +60,9 @@ from numba import njit
 # (benches/token_probes.py); on 10,000 (4,096 centroids) 0.99 among 100 at any of them.
 NPROBE = 16
 # Page vectors a centroid holds on average, which sets K: the query's cost is ~ m x NPROBE x
-# this many vectors whatever the index size. 2,500 is where 4,096 centroids put 10,000 pages
-# of 1,030 vectors, the codebook measured above.
+# this many vectors whatever the index size, up to MAX_CENTROIDS (~41 M vectors); past it, a
+# centroid holds more (~6,300 at 100,000 pages) and the cost grows with the index. 2,500 is
+# where 4,096 centroids put 10,000 pages of 1,030 vectors, the codebook measured above.
 VECTORS_PER_CENTROID = 2_500
 MIN_CENTROIDS, MAX_CENTROIDS = 16, 16_384
 # The codebook is trained on this many vectors per centroid (capped by what there is).
