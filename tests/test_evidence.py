@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vdr import Index
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.evidence import find_evidence
 from vdr.heatmap import SimilarityMaps
 from vdr.pages import Word
+from vdr.stop_words import ENGLISH_STOP_WORDS
 
 from conftest import make_pdf
 
@@ -54,6 +56,34 @@ def test_a_patch_without_words_points_to_the_nearest_word() -> None:
         Word("top", (0.05, 0.05, 0.2, 0.1), 0),
         Word("corner", (0.6, 0.6, 0.7, 0.7), 1),
     )
-    evidence = find_evidence(SimilarityMaps(maps, ("q",), ("q",), (0,)), words, (100.0, 100.0))
+    maps_of = SimilarityMaps(maps, ("bay",), ("bay",), (0,))
+    evidence = find_evidence(maps_of, words, (100.0, 100.0))
     assert evidence.words == ("corner",)
     assert evidence.boxes == ((60.0, 60.0, 70.0, 70.0),)
+
+
+def test_evidence_shows_content_words_only(tmp_path: Path, encoder: TextGridEncoder) -> None:
+    del encoder
+    pdf = make_pdf(
+        tmp_path / "island.pdf",
+        [
+            [
+                ("The volcano erupted near the island of Kos in the spring.", 72, 100, 12),
+                ("Most of the fishing boats of the harbour stayed in the bay.", 72, 300, 12),
+            ]
+        ],
+    )
+    with Index(tmp_path / "index") as index:
+        index.add([pdf])
+        (hit,) = index.search("the volcano of the island", k=1)
+    assert hit.evidence is not None
+    shown = {word.strip(".,").lower() for word in hit.evidence.words}
+    assert {"volcano", "island"} <= shown
+    assert not shown & {"the", "of", "in", "near"}, shown
+    assert len(hit.evidence.boxes) == len(hit.evidence.words)
+
+
+def test_stop_words_are_the_published_list() -> None:
+    """vdr.stop_words is scikit-learn's list verbatim, not one tuned on any data."""
+    published = pytest.importorskip("sklearn.feature_extraction.text").ENGLISH_STOP_WORDS
+    assert published == ENGLISH_STOP_WORDS

@@ -54,3 +54,29 @@ def test_overlay_adds_a_legend_and_leaves_empty_patches_unpainted() -> None:
     assert (pixels[150, 50] == 255).all()  # patch (1, 0) has no data: page shows through
     assert not (pixels[20, 20] == 255).all() and not (pixels[280, 180] == 255).all()
     assert not np.array_equal(pixels[20, 20], pixels[280, 180])  # low and high differ
+
+
+def test_word_maps_share_one_scale(tmp_path: Path, encoder: TextGridEncoder) -> None:
+    """A word printed on the page is drawn hotter than a made-up one: each word's map is not
+    stretched to its own range, so a weak match does not look as strong as a real one."""
+    del encoder
+    pdf = make_pdf(
+        tmp_path / "page.pdf",
+        [[("Minutes of the parish council meeting", 72, 80, 14), ("volcano", 420, 700, 14)]],
+    )
+    with Index(tmp_path / "index") as index:
+        index.add([pdf])
+        (doc,) = index.documents()
+        maps = index.similarity("volcano zxqv", f"{doc.doc_id}-1")
+    assert maps.words == ("volcano", "zxqv")
+    blank = Image.new("RGB", (280, 360), "white")
+    hottest = []
+    for word_map in maps.word_maps():
+        row, col = np.unravel_index(np.nanargmax(word_map), word_map.shape)
+        rows, cols = word_map.shape
+        drawn = np.asarray(overlay(blank, word_map)).astype(int)
+        y, x = int((row + 0.5) * 360 / rows), int((col + 0.5) * 280 / cols)
+        hottest.append(drawn[y, x])
+    real, made_up = hottest
+    # The ramp runs blue -> teal -> yellow -> red: red minus blue grows with the similarity.
+    assert real[0] - real[2] > made_up[0] - made_up[2] + 60, (real, made_up)

@@ -6,22 +6,24 @@ the page's words (text layer or OCR, with boxes) say what is printed there.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vdr.pages import Word
+from vdr.stop_words import ENGLISH_STOP_WORDS
 
 if TYPE_CHECKING:
     from vdr.heatmap import SimilarityMaps
 
 # A query word counts as matched when its best patch scores at least this share of the best
-# word's: exact word matches score far above the rest, and stopwords that match anywhere
-# should not pull in snippets.
+# word's: exact word matches score far above the rest.
 RELATIVE_THRESHOLD = 0.75
 CONTEXT_WORDS = 6  # words of context on each side of a match in the snippet
 MAX_PASSAGES = 3
+_EDGE_PUNCTUATION = re.compile(r"^\W+|\W+$")
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,16 @@ class Evidence:
 def find_evidence(
     maps: SimilarityMaps, words: tuple[Word, ...], size: tuple[float, float]
 ) -> Evidence:
-    """The page words under each query word's best patch (when that word matched well).
+    """The page's content words under each content word of the query's best patch (when that
+    word matched well).
 
-    words: the page's words in reading order (boxes as page fractions); size: the page's
-    (width, height) in points. A page without words gives an empty Evidence.
+    Content words (is_content_word): no English stop words, no lone letters or pieces left
+    when punctuation splits a word ("don't" -> "don", "t"); a query of stop words alone has
+    no evidence. words: the page's words in reading order (boxes as page fractions); size:
+    the page's (width, height) in points. A page without words gives an empty Evidence.
     """
-    word_maps = maps.word_maps()
+    content = [i for i, word in enumerate(maps.words) if is_content_word(word)]
+    word_maps = maps.word_maps()[content]
     if not words or not len(word_maps) or not np.isfinite(word_maps).any():
         return Evidence(snippet="", boxes=(), words=(), size=size)
     rows, cols = word_maps.shape[1:]
@@ -59,7 +65,7 @@ def find_evidence(
     for patch, score in zip(best_patch, best_score, strict=True):
         if np.isfinite(score) and score >= top - (1 - RELATIVE_THRESHOLD) * abs(top):
             matched.update(_words_at(words, patch // cols, patch % cols, rows, cols))
-    order = sorted(matched)
+    order = sorted(i for i in matched if is_content_word(words[i].text))
     width, height = size
     boxes = tuple(
         (w.box[0] * width, w.box[1] * height, w.box[2] * width, w.box[3] * height)
@@ -71,6 +77,17 @@ def find_evidence(
         words=tuple(words[i].text for i in order),
         size=size,
     )
+
+
+def is_content_word(text: str) -> bool:
+    """Whether a word says what a page is about: two or more letters or digits once its
+    punctuation is stripped, and not an English stop word (vdr.stop_words).
+
+    >>> [w for w in ("The", "volcano's", "of", "t", "42", "—") if is_content_word(w)]
+    ["volcano's", '42']
+    """
+    core = "".join(c for c in text if c.isalnum())
+    return len(core) >= 2 and _EDGE_PUNCTUATION.sub("", text).lower() not in ENGLISH_STOP_WORDS
 
 
 def words_on_patch(words: tuple[Word, ...], row: int, col: int, rows: int, cols: int) -> list[int]:

@@ -18,6 +18,10 @@ _RAMP = np.array([[20, 30, 140], [30, 150, 160], [250, 220, 40], [220, 30, 30]],
 # (GPT-2, Qwen) and SentencePiece (Gemma) start a word with "Ġ" or "▁".
 _CONTINUES = "##"
 _STARTS = ("Ġ", "▁")
+# The similarities the colour ramp spans, the same for every map (the whole query, each word,
+# every page): a word matched weakly stays dark where one printed on the page is red. Vectors
+# are L2-normalised, so similarities are cosines; below 0 nothing matches either.
+SCALE = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -113,15 +117,14 @@ def overlay(
 ) -> Image.Image:
     """The page with `grid_map` ([rows, cols], NaN = no data) blended over it, and a legend.
 
-    The map is scaled to its own min..max, so colours compare patches within one page; the
-    legend names what the colours mean and prints the similarity at both ends. Patches
-    without data (no text there, for the default encoder) stay uncoloured.
+    Colours span SCALE, not the map's own range, so they compare across words, pages and
+    queries; the legend names what the colours mean and prints the similarity at both ends.
+    Patches without data (no text there, for the default encoder) stay uncoloured.
     """
     image = image.convert("RGB")
     finite = np.isfinite(grid_map)
-    low = float(grid_map[finite].min()) if finite.any() else 0.0
-    high = float(grid_map[finite].max()) if finite.any() else 1.0
-    scaled = np.where(finite, (grid_map - low) / max(high - low, 1e-6), 0.0)
+    low, high = SCALE
+    scaled = np.clip(np.where(finite, (grid_map - low) / (high - low), 0.0), 0.0, 1.0)
     colours = Image.fromarray(colourise(scaled)).resize(image.size, Image.Resampling.NEAREST)
     weight = (finite * alpha * (0.35 + 0.65 * scaled) * 255).astype(np.uint8)
     mask = Image.fromarray(weight).resize(image.size, Image.Resampling.NEAREST)

@@ -8,10 +8,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from vdr.encoders.base import QueryEmbedding
+from vdr.encoders.base import PageEmbedding, QueryEmbedding
+from vdr.encoders.textgrid import NAME as TEXTGRID
 from vdr.errors import VdrError
 from vdr.evidence import find_evidence
-from vdr.heatmap import similarity_maps
+from vdr.heatmap import group_word_pieces, similarity_maps
 from vdr.store.base import TIE_SLACK, Hit, Store, ordered
 from vdr.token_index import TokenIndex
 
@@ -33,6 +34,13 @@ DEFAULT_MODE = "hybrid"
 # hybrid figure is slightly optimistic.
 TEXT_WEIGHT = 0.1
 FUSION_DEPTH = 50
+# A page matches a query when match_score reaches this: some content word of the query is on
+# the page (its word pieces, in order, at this cosine). Fitted on generated documents and
+# queries, never on the dev set, by `python benches/no_match.py` (see BENCHMARKS.md): the
+# highest value that calls at most 1% of the true matches there unmatched. Only for the default
+# encoder without token pooling, whose page vectors keep a word's pieces in order.
+MATCH_THRESHOLD = 0.68
+MATCH_THRESHOLDS = {TEXTGRID: MATCH_THRESHOLD}
 
 
 def search_many(
@@ -47,6 +55,7 @@ def search_many(
     tokens: TokenIndex | None = None,
     tokens_fresh: bool = False,
     tokens_rerank: bool = False,
+    match_threshold: float | None = None,
 ) -> list[list[Hit]]:
     """Top k pages for each query, best first.
 
@@ -64,6 +73,9 @@ def search_many(
                 finds the pages written since. tokens_rerank (with tokens_fresh): the token
                 index also reranks its pages exactly, from its own int8 vectors, and the
                 store only gives the hits' payloads; otherwise the store reranks them.
+    match_threshold: set each hit's `matched` to match_score >= it (reads each hit's full
+                multi-vector, as evidence does: the two share one read); None leaves
+                `matched` None (encoders without a calibrated threshold).
     """
     if k < 1:
         raise VdrError(f"k must be at least 1, got {k}")
@@ -97,9 +109,41 @@ def search_many(
             by_text = store.search_text(text, depth, doc_ids) if mode != "late" else []
             hits = fuse(late, by_text, k) if mode == "hybrid" else (late or by_text)
             results.append(
-                [_with_evidence(store, embedding, h) for h in hits] if evidence else hits
+                [_finished(store, embedding, h, evidence, match_threshold) for h in hits]
             )
     return results
+
+
+def matched(hits: Sequence[Hit]) -> bool | None:
+    """Whether any hit matched its query (False for no hits; None when none was judged)."""
+    judged = [h.matched for h in hits if h.matched is not None]
+    return any(judged) if judged or not hits else None
+
+
+def match_score(query: QueryEmbedding, page: PageEmbedding) -> float:
+    """The best similarity any content word of the query reaches on the page: for each word
+    (its scoring tokens, word pieces joined), the mean cosine of its pieces against as many
+    consecutive page vectors, at the best place on the page; the best word's (-1: no vectors).
+
+    Taking pieces in order is what tells "juf" (ju + ##f, each of which matches some piece
+    somewhere) from a word printed on the page. Meant for encoders whose page vectors keep a
+    block's word pieces in reading order (the default encoder, unpooled).
+    """
+    vectors = query.scoring_vectors()
+    if not len(vectors) or not len(page.vectors):
+        return -1.0
+    tokens = [t for t, keep in zip(query.tokens, query.mask, strict=True) if keep]
+    sims = vectors @ page.vectors.T  # [pieces, page vectors]
+    pieces = np.asarray(group_word_pieces(tokens)[1])
+    best = -1.0
+    for word in range(int(pieces.max()) + 1):
+        rows = np.flatnonzero(pieces == word)
+        span = len(page.vectors) - len(rows) + 1
+        if span < 1:
+            continue
+        in_order = np.mean([sims[r, i : i + span] for i, r in enumerate(rows)], axis=0)
+        best = max(best, float(in_order.max()))
+    return best
 
 
 def fuse(late: Sequence[Hit], by_text: Sequence[Hit], k: int) -> list[Hit]:
@@ -120,9 +164,18 @@ def _min_max(scores: np.ndarray) -> np.ndarray:
     return np.ones_like(scores) if high == low else (scores - low) / (high - low)
 
 
-def _with_evidence(store: Store, query: QueryEmbedding, hit: Hit) -> Hit:
+def _finished(
+    store: Store, query: QueryEmbedding, hit: Hit, evidence: bool, threshold: float | None
+) -> Hit:
+    """The hit with its evidence (when asked) and `matched` (when a threshold is given)."""
+    if not evidence and threshold is None:
+        return hit
     page = store.get_page(hit.page_id)
     if page is None:  # deleted between the search and now
         return hit
-    maps = similarity_maps(query, page.embedding)
-    return replace(hit, evidence=find_evidence(maps, page.words, page.size))
+    if threshold is not None:
+        hit = replace(hit, matched=match_score(query, page.embedding) >= threshold)
+    if evidence:
+        maps = similarity_maps(query, page.embedding)
+        hit = replace(hit, evidence=find_evidence(maps, page.words, page.size))
+    return hit

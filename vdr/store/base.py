@@ -93,6 +93,8 @@ class Hit:
     """One ranked page. score: MaxSim of the query against the page's full multi-vector.
 
     evidence: the page words that matched, when the search was asked for them.
+    matched:  whether the page clears the encoder's calibrated no-match threshold
+              (vdr.search.MATCH_THRESHOLD); None where the index's encoder has none.
     """
 
     page_id: str
@@ -101,6 +103,7 @@ class Hit:
     page: int
     score: float
     evidence: Evidence | None = None
+    matched: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -320,8 +323,8 @@ class Store(ABC):
         """Page ids of the `limit` best pages by MaxSim on the named (pooled) vector."""
 
     @abstractmethod
-    def count(self) -> int:
-        """Number of pages."""
+    def count(self, doc_ids: Sequence[str] | None = None) -> int:
+        """Number of pages (of these documents only, when given)."""
 
     @abstractmethod
     def optimize(self) -> bool:

@@ -232,8 +232,9 @@ class EdgeStore(Store):
             return None
         return stored_page_of(records[0].payload, records[0].vector[FULL])
 
-    def count(self) -> int:
-        return int(self.shard.count(CountRequest(exact=True)))
+    def count(self, doc_ids: Sequence[str] | None = None) -> int:
+        where = _doc_filter(doc_ids) if doc_ids else None
+        return int(self.shard.count(CountRequest(exact=True, filter=where)))
 
     def optimize(self) -> bool:
         # Qdrant Edge has no background optimizer: segments stay plain (every first-stage query

@@ -252,8 +252,9 @@ class ServerStore(Store):
         assert isinstance(vector, dict)
         return stored_page_of(records[0].payload or {}, vector[FULL])  # type: ignore[arg-type]
 
-    def count(self) -> int:
-        return int(self.client.count(self.collection, exact=True).count)
+    def count(self, doc_ids: Sequence[str] | None = None) -> int:
+        where = _doc_filter(doc_ids) if doc_ids else None
+        return int(self.client.count(self.collection, count_filter=where, exact=True).count)
 
     def optimize(self) -> bool:
         """Nothing to do: a Qdrant server's own optimizer builds HNSW graphs in the background."""
