@@ -4,7 +4,7 @@ The indexer writes a page's image before its point and sweeps images no point re
 crash leaves at worst orphan images, temp files and documents with fewer pages than they have;
 anything else (an image deleted by hand, a page numbered outside its document) is damage from
 outside. check() finds all of it; repair() mends what the index itself can: it deletes orphans,
-re-renders missing images from their PDFs, and re-indexes incomplete documents whose files are
+re-renders missing images from their files, and re-indexes incomplete documents whose files are
 still where they were (and unchanged); what it cannot mend it names.
 
 The token first stage is derived from the store, so its troubles cost speed, never pages: a
@@ -25,7 +25,8 @@ from pathlib import Path
 from vdr.errors import BadDocument
 from vdr.index import TOKEN_INDEX_DIR, Index
 from vdr.indexer.discover import content_id
-from vdr.indexer.pdf import RENDER_DPI, fitting_dpi, render_pages
+from vdr.indexer.documents import open_document
+from vdr.indexer.pdf import RENDER_DPI, fitting_dpi
 from vdr.page_images import SUFFIX
 from vdr.store.base import page_id_of
 from vdr.token_index import remove_token_index, scratch_folder
@@ -82,6 +83,8 @@ def check(index: Index) -> Checkup:
     image_ids = index.images.page_ids()
     pages_per_doc = Counter(p["doc_id"] for p in payloads)
     n_pages = {p["doc_id"]: int(p["n_pages"]) for p in payloads}
+    # Pages of a damaged document that could not be read are not missing (vdr.ledger).
+    unreadable = {o.doc_id: len(o.bad_pages) for o in index.outcomes() if o.status == "partial"}
     scratch = scratch_folder(index.path / TOKEN_INDEX_DIR)
     return Checkup(
         pages=len(payloads),
@@ -90,7 +93,9 @@ def check(index: Index) -> Checkup:
         missing_images=sorted(point_ids - image_ids),
         orphan_images=sorted(image_ids - point_ids),
         temp_files=sorted(p.name for p in folder.iterdir() if p.suffix != SUFFIX),
-        incomplete=sorted(d for d, n in n_pages.items() if pages_per_doc[d] < n),
+        incomplete=sorted(
+            d for d, n in n_pages.items() if pages_per_doc[d] + unreadable.get(d, 0) < n
+        ),
         misnumbered=sorted(
             p["page_id"]
             for p in payloads
@@ -137,7 +142,7 @@ def repair(index: Index, checkup: Checkup) -> Repairs:
             continue
         try:
             dpi = fitting_dpi([page.size], RENDER_DPI)
-            (image,) = render_pages(path, page.page, page.page, dpi=dpi)
+            (image,) = open_document(path).render(page.page, page.page, dpi=dpi)
         except BadDocument as error:
             done.unrepaired[page_id] = str(error)
             continue

@@ -8,7 +8,16 @@ class VdrError(Exception):
 
 
 class BadDocument(VdrError):
-    """A file cannot be indexed (corrupt, encrypted, empty, not a PDF). Others go on."""
+    """A file (or one page of it) cannot be indexed. Others go on.
+
+    kind: why, in one word ("damaged", "encrypted", "empty", "not_pdf", "no_pages",
+          "too_many_pages", "timeout", "memory", "unreadable", ...), so that a refusal new
+          input can lift (a password for an encrypted file) is tried again
+    """
+
+    def __init__(self, message: str, kind: str = "damaged") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class IndexLocked(VdrError):
@@ -29,3 +38,13 @@ class UnknownModel(VdrError):
 
 class NotFound(VdrError):
     """A page, document or file asked for does not exist."""
+
+
+class UnknownId(NotFound):
+    """A document or page id the index does not hold. Its message is the one wording every
+    edge passes on as it is (the CLI's sentence, the API's 404): "no document 'ID' in the
+    index". kind: "document" or "page"."""
+
+    def __init__(self, kind: str, value: str) -> None:
+        super().__init__(f"no {kind} '{value[:80]}' in the index")
+        self.kind = kind

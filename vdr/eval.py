@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vdr.errors import VdrError
+from vdr.indexer.discover import content_id, discover
 from vdr.search import DEFAULT_CANDIDATES, DEFAULT_MODE, MODES
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ def evaluate(
     mode: str = DEFAULT_MODE,
 ) -> dict:
     """Index set_dir/pdfs (a no-op when done already), run every query, score the rankings.
+    An index that holds documents outside the set is refused before anything is written
+    (check_set_index): the set would be written into it, and scored against its documents.
 
     candidates: the first stage's pool size per pooled vector kind (None: score every page).
     mode:       "hybrid", "late" or "bm25" (vdr.search.MODES).
@@ -83,6 +86,7 @@ def evaluate(
     (pages returned, at most k) and "skipped".
     """
     queries, qrels = load_set(set_dir)
+    check_set_index(index, set_dir)
     report = index.add([set_dir / "pdfs"], progress=progress)
     started = time.perf_counter()
     rankings = index.search_many([q.text for q in queries], k=k, candidates=candidates, mode=mode)
@@ -101,6 +105,22 @@ def evaluate(
         "per_query": per_query,
         "relevant_ranks": ranks,
     }
+
+
+def check_set_index(index: Index, set_dir: Path) -> None:
+    """VdrError when `index` holds (or has refused) a document whose content is not among
+    set_dir/pdfs: only an index of the set alone, or an empty one, may be evaluated into."""
+    in_set = {content_id(path) for path in discover([set_dir / "pdfs"])}
+    known = {d.doc_id: d.doc_path for d in index.documents()}
+    known.update((o.doc_id, o.path) for o in index.outcomes() if o.doc_id not in known)
+    outside = sorted(path for doc_id, path in known.items() if doc_id not in in_set)
+    if outside:
+        raise VdrError(
+            f"the index at '{index.path}' holds {len(outside)} document"
+            f"{'s' if len(outside) > 1 else ''} that {'are' if len(outside) > 1 else 'is'} not "
+            f"in the set (such as '{outside[0]}'), which eval would score and add the set to; "
+            "leave out --index to evaluate in eval's own cache index, or name a new folder"
+        )
 
 
 def query_metrics(ranking: Sequence[PageKey], relevant: dict[PageKey, int]) -> dict[str, float]:
