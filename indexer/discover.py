@@ -1,4 +1,5 @@
-"""Finding PDFs under the paths a user names, and their content identity."""
+"""Finding documents (PDFs and page images) under the paths a user names, and their
+content identity."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import hashlib
 from pathlib import Path
 
 from vdr.errors import NotFound
+from vdr.indexer.images import is_image_name
 
 # Hex digits of the SHA-256 kept as a document id: 64 bits, collision-free at any real scale.
 DOC_ID_HEX = 16
 
 
 def discover(paths: list[Path]) -> list[Path]:
-    """Every file named, and every *.pdf under every folder named (recursively), sorted.
+    """Every file named, and every document under every folder named (recursively,
+    sorted): *.pdf and the page images vdr reads (vdr.indexer.images.IMAGE_SUFFIXES).
 
     Paths come back absolute. Files named explicitly are kept whatever their extension, so
     that a non-PDF passed by mistake is reported rather than silently ignored.
@@ -21,7 +24,7 @@ def discover(paths: list[Path]) -> list[Path]:
     for path in paths:
         path = path.expanduser().absolute()
         if path.is_dir():
-            found.update(dict.fromkeys(sorted(p for p in path.rglob("*") if _is_pdf_name(p))))
+            found.update(dict.fromkeys(sorted(p for p in path.rglob("*") if _is_document(p))))
         elif path.is_file():
             found[path] = None
         else:
@@ -48,5 +51,5 @@ def is_under(path: str, roots: list[Path]) -> bool:
     return any(candidate == root or root in candidate.parents for root in roots)
 
 
-def _is_pdf_name(path: Path) -> bool:
-    return path.suffix.lower() == ".pdf" and path.is_file()
+def _is_document(path: Path) -> bool:
+    return (path.suffix.lower() == ".pdf" or is_image_name(path)) and path.is_file()

@@ -12,10 +12,12 @@ import math
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +43,14 @@ MAX_ASPECT = 1000
 # Address space of one poppler process: a page at MAX_PAGE_PIXELS is ~150 MB of RGB, poppler
 # and its libraries ~200 MB more; a decompression bomb meets this limit instead of the RAM.
 POPPLER_MAX_MB = int(os.environ.get("VDR_POPPLER_MAX_MB", "2048"))
-# A damaged file can send poppler into a long loop; nothing healthy takes this long per call.
-POPPLER_TIMEOUT_S = 120
+# A damaged file can send poppler into a long loop: each call may take POPPLER_TIMEOUT_S plus
+# POPPLER_S_PER_MB for every MB of the file and POPPLER_S_PER_PAGE for every page it renders
+# (a healthy 100 MB scan renders a chunk of pages in well under a minute, a page of dense
+# vector drawing in a few seconds), so a small hanging file is stopped in seconds and a large
+# healthy one is not cut short. VDR_POPPLER_TIMEOUT_S raises the floor.
+POPPLER_TIMEOUT_S = float(os.environ.get("VDR_POPPLER_TIMEOUT_S", "20"))
+POPPLER_S_PER_MB = 2.0
+POPPLER_S_PER_PAGE = 1.0
 # Below this a page would render as a few dozen pixels, too few to read or to encode.
 MIN_DPI = 1.0
 # Poppler's parser reads dictionaries and arrays this deep (Parser.cc, recursionLimit) and
@@ -55,16 +63,23 @@ _LONGEST_TOKEN = 16
 _XHTML = "{http://www.w3.org/1999/xhtml}"
 # pdftotext copies control characters from some fonts into its XHTML, which XML forbids.
 _XML_INVALID = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# How poppler starts a complaint ("Syntax Error (1234): "), and a byte it escapes ("<0a>").
+_POPPLER_PREFIX = re.compile(
+    r"^(Syntax (Error|Warning)|Internal Error|Command Line Error)( \(\d+\))?: "
+)
+_ESCAPED_BYTE = re.compile(r"<[0-9a-fA-F]{2}>")
 # pdftoppm's binary PPM header: magic, width, height, maximum value, one whitespace byte each.
 _PPM_HEADER = re.compile(rb"P6\s(\d+)\s(\d+)\s255\s")
 
 
 @dataclass(frozen=True)
 class PageText:
-    """The text layer of one page: its size in points and its words in reading order."""
+    """The text layer of one page: its size in points and its words in reading order, or
+    the problem that keeps the page out of the index."""
 
     size: tuple[float, float]
     words: tuple[Word, ...]
+    problem: str = ""  # why the page cannot be indexed, "" when it can
 
 
 @dataclass(frozen=True)
@@ -72,21 +87,26 @@ class PdfCheck:
     """What pdfinfo found in a readable PDF.
 
     pages:  its page count
-    damage: poppler's first complaint while reading it ("" when none): it read the file
-            anyway, by repairing or ignoring what it complained of (a loop in the page tree,
-            objects nested beyond its depth limit), and the pages it reads are indexed
+    damage: what poppler repaired or ignored to read it, in vdr's words ("" when nothing):
+            a damaged header or cross-reference table, a loop in the page tree, objects
+            nested beyond its depth limit; the pages it reads are indexed
+    unlock: poppler arguments that open it (("-upw", password) or ("-opw", password) for an
+            encrypted file, () otherwise), for every later call on the file
     """
 
     pages: int
     damage: str
+    unlock: tuple[str, ...] = ()
 
 
-def check_pdf(path: Path) -> PdfCheck:
+def check_pdf(path: Path, passwords: Sequence[str] = ()) -> PdfCheck:
     """Page count of a readable PDF and any damage poppler noted; BadDocument naming the
     reason the file cannot be indexed otherwise.
 
-    Reads only the header and pdfinfo's summary: a file over MAX_PAGES is refused before a
-    single page is read or rendered.
+    passwords: tried in turn (as user, then owner password) when the file is encrypted.
+    Reads only the file's ends and pdfinfo's summary: a file over MAX_PAGES is refused before
+    a single page is read or rendered. Whatever poppler opens is accepted, as PDF readers do:
+    a header that is damaged, offset or missing is noted as damage, not refused.
     """
     try:
         with path.open("rb") as f:
@@ -94,34 +114,127 @@ def check_pdf(path: Path) -> PdfCheck:
             f.seek(max(0, path.stat().st_size - 1024))
             tail = f.read()
     except OSError as error:
-        raise BadDocument(f"cannot read the file ({error.strerror})") from error
+        raise BadDocument(f"cannot read the file ({error.strerror})", "unreadable") from error
     if not head:
-        raise BadDocument("the file is empty")
-    if b"%PDF-" not in head:
-        raise BadDocument("not a PDF file (no %PDF header)")
-    info = _poppler(["pdfinfo", str(path)], "reading the page count")
+        raise BadDocument("the file is empty", "empty")
+    info = _poppler(["pdfinfo", str(path)], "reading the page count", path)
+    unlock: tuple[str, ...] = ()
+    if _needs_password(info):
+        info, unlock = _unlock(path, passwords)
     pages = re.search(rb"^Pages:\s+(\d+)\s*$", info.stdout, re.MULTILINE)
     if info.returncode or not pages:
-        message = _first_line(info.stderr)
-        if "password" in message.lower():
-            raise BadDocument("the file is encrypted (a password is required)")
-        if b"%%EOF" not in tail:
-            # A writer ends the file with %%EOF: without it the file was most likely cut short.
-            raise BadDocument(f"the file is corrupt or cut short: it has no %EOF end ({message})")
-        raise BadDocument(f"the file is corrupt ({message})")
+        raise _refusal(info.stderr, head, tail)
     n_pages = int(pages.group(1))
     if n_pages < 1:
-        raise BadDocument("the PDF has no pages")
+        raise BadDocument("the PDF has no pages", "no_pages")
     if n_pages > MAX_PAGES:
         raise BadDocument(
-            f"it has {n_pages:,} pages, more than the limit of {MAX_PAGES:,} (VDR_MAX_PAGES)"
+            f"it has {n_pages:,} pages, more than the limit of {MAX_PAGES:,} (VDR_MAX_PAGES)",
+            "too_many_pages",
         )
-    damage = _first_line(info.stderr, default="")
+    damage = describe_damage(info.stderr, head)
     depth = nesting_depth(path)
     if depth > POPPLER_MAX_NESTING:
-        deeper = f"objects nested {depth:,} deep; poppler reads {POPPLER_MAX_NESTING} levels"
-        damage = f"{deeper}: {damage}" if damage else deeper
-    return PdfCheck(pages=n_pages, damage=damage)
+        deeper = f"objects nested {depth:,} deep, of which poppler reads {POPPLER_MAX_NESTING}"
+        damage = f"{damage}; {deeper}" if damage else deeper
+    return PdfCheck(pages=n_pages, damage=damage, unlock=unlock)
+
+
+def _needs_password(info: subprocess.CompletedProcess[bytes]) -> bool:
+    return info.returncode != 0 and b"Incorrect password" in info.stderr
+
+
+def _unlock(
+    path: Path, passwords: Sequence[str]
+) -> tuple[subprocess.CompletedProcess[bytes], tuple[str, ...]]:
+    """pdfinfo's answer with the first password that opens the file, and how it was given;
+    BadDocument when none does."""
+    for password in passwords:
+        for flag in ("-upw", "-opw"):
+            unlock = (flag, password)
+            info = _poppler(["pdfinfo", *unlock, str(path)], "reading the page count", path)
+            if not _needs_password(info):
+                return info, unlock
+    if passwords:
+        none_opens = (
+            "the password given does not open it"
+            if len(passwords) == 1
+            else f"none of the {len(passwords)} passwords given opens it"
+        )
+        raise BadDocument(f"the file is encrypted and {none_opens}", "encrypted")
+    raise BadDocument(
+        "the file is encrypted: give its password with --password or in the file named by "
+        "VDR_PDF_PASSWORDS",
+        "encrypted",
+    )
+
+
+# What poppler says, and what it means, in the order a refusal is explained: the first
+# pattern found in its complaints names the reason.
+_REFUSALS: tuple[tuple[bytes, str, str], ...] = (
+    (
+        rb"security handler",
+        "the file is encrypted with a certificate (public-key security), which vdr cannot open",
+        "encrypted",
+    ),
+    (
+        rb"[Ee]ncryption key length|[Ww]eird encryption info|[Ii]nvalid encryption",
+        "its encryption dictionary is broken, so its contents cannot be decrypted",
+        "damaged",
+    ),
+    (rb"[Ii]nvalid page count 0", "the PDF has no pages", "no_pages"),
+    (
+        rb"[Cc]ouldn't read xref|[Cc]ouldn't find trailer|[Ii]nvalid XRef",
+        "its cross-reference table is broken beyond what poppler can repair",
+        "damaged",
+    ),
+)
+# Complaints poppler repairs or reads past, in vdr's words: what damage() reports.
+_DAMAGE: tuple[tuple[bytes, str], ...] = (
+    (rb"[Ll]oop in Pages tree|[Ll]oop in page tree", "a loop in its page tree"),
+    (rb"xref|[Tt]railer|startxref", "a damaged cross-reference table, which poppler rebuilt"),
+    (rb"[Ee]ncryption", "a damaged encryption dictionary"),
+    (rb"[Ii]nvalid page count|[Pp]age count", "a wrong page count"),
+)
+
+
+def _refusal(stderr: bytes, head: bytes, tail: bytes) -> BadDocument:
+    """Why pdfinfo could not open a file, in vdr's words."""
+    # Without a header poppler's complaints (no trailer, no xref) only say it found no PDF.
+    if b"%PDF-" not in head:
+        return BadDocument("not a PDF file: no PDF header, and poppler cannot read it", "not_pdf")
+    if b"%%EOF" not in tail:
+        # A writer ends the file with %%EOF: without it the file was most likely cut short,
+        # which is also why poppler finds no cross-reference table.
+        return BadDocument("the file is cut short (it has no %%EOF end) and cannot be read")
+    for pattern, reason, kind in _REFUSALS:
+        if re.search(pattern, stderr):
+            return BadDocument(reason, kind)
+    detail = poppler_detail(stderr)
+    return BadDocument("the file is damaged beyond repair" + (f" ({detail})" if detail else ""))
+
+
+def describe_damage(stderr: bytes, head: bytes) -> str:
+    """What poppler read past in a file it opened, in vdr's words; "" when nothing."""
+    found = []
+    if not head.startswith(b"%PDF-"):
+        found.append("a damaged or misplaced PDF header")
+    for pattern, damage in _DAMAGE:
+        if re.search(pattern, stderr) and damage not in found:
+            found.append(damage)
+    if not found and _first_line(stderr, default=""):
+        found.append(poppler_detail(stderr))
+    return "; ".join(found)
+
+
+def poppler_detail(stderr: bytes, limit: int = 120) -> str:
+    """Poppler's first complaint as plain text for a message: its 'Syntax Error: ' prefix,
+    escaped bytes such as <0a> and runs of space dropped, cut at `limit` characters."""
+    line = _first_line(stderr, default="")
+    line = _POPPLER_PREFIX.sub("", line)
+    line = _ESCAPED_BYTE.sub(" ", line)
+    line = re.sub(r"\s+", " ", line).strip()
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
 
 
 def nesting_depth(path: Path, chunk_bytes: int = 1 << 24) -> int:
@@ -181,37 +294,41 @@ def fitting_dpi(sizes: list[tuple[float, float]], dpi: float) -> float:
     return min(dpi, math.floor(10 * fits) / 10)
 
 
-def read_text_layer(path: Path) -> list[PageText]:
+def read_text_layer(path: Path, unlock: Sequence[str] = ()) -> list[PageText]:
     """Every page's size and words (boxes as page fractions), via `pdftotext -bbox-layout`.
 
     Words are grouped into pdftotext's blocks (paragraph-like runs), which the encoder uses
-    as context. A page without a text layer comes back with no words; a page without a size
-    (poppler could not find it in a damaged page tree) is BadDocument.
+    as context. A page without a text layer comes back with no words; a page that cannot be
+    used (no size, as where poppler could not find it in a damaged page tree, or a line
+    rather than a page) comes back with its `problem` said, so that the others are indexed.
+    unlock: PdfCheck.unlock of an encrypted file.
     """
     run = _poppler(
-        ["pdftotext", "-bbox-layout", "-enc", "UTF-8", str(path), "-"], "reading the text layer"
+        ["pdftotext", "-bbox-layout", "-enc", "UTF-8", *unlock, str(path), "-"],
+        "reading the text layer",
+        path,
     )
     try:
         root = ET.fromstring(_XML_INVALID.sub(b"", run.stdout))
     except ET.ParseError as error:
         if run.returncode:
-            raise BadDocument(
-                f"the text layer is unreadable ({_first_line(run.stderr)})"
-            ) from error
+            detail = poppler_detail(run.stderr) or _exit_reason(run.returncode)
+            raise BadDocument(f"its text layer cannot be read ({detail})") from error
         raise BadDocument(f"pdftotext wrote malformed output ({error})") from error
     pages = []
-    for number, page in enumerate(root.iter(f"{_XHTML}page"), start=1):
+    for page in root.iter(f"{_XHTML}page"):
         width, height = _number(page, "width"), _number(page, "height")
         if not (0 < width < math.inf and 0 < height < math.inf):
-            raise BadDocument(
-                f"page {number} has no usable size ({width:g} x {height:g} pt; "
-                f"{_first_line(run.stderr, default='poppler gave no reason')})"
-            )
+            problem = "it has no size: poppler finds no page there"
+            pages.append(PageText((0.0, 0.0), (), problem=problem))
+            continue
         if max(width, height) > MAX_ASPECT * min(width, height):
-            raise BadDocument(
-                f"page {number} is {width:,.6g} x {height:,.6g} pt, one side over "
-                f"{MAX_ASPECT:,} times the other: a line, not a page"
+            problem = (
+                f"it is {width:,.6g} x {height:,.6g} pt, one side over {MAX_ASPECT:,} times "
+                "the other: a line, not a page"
             )
+            pages.append(PageText((width, height), (), problem=problem))
+            continue
         words = []
         for block_number, block in enumerate(page.iter(f"{_XHTML}block")):
             for word in block.iter(f"{_XHTML}word"):
@@ -229,8 +346,12 @@ def read_text_layer(path: Path) -> list[PageText]:
     return pages
 
 
-def render_pages(path: Path, first: int, last: int, dpi: float = RENDER_DPI) -> list[Image.Image]:
-    """RGB renderings of pages first..last (1-based, inclusive) at `dpi`, via pdftoppm."""
+def render_pages(
+    path: Path, first: int, last: int, dpi: float = RENDER_DPI, unlock: Sequence[str] = ()
+) -> list[Image.Image]:
+    """RGB renderings of pages first..last (1-based, inclusive) at `dpi`, via pdftoppm.
+
+    unlock: PdfCheck.unlock of an encrypted file."""
     pages = f"{first}-{last}" if last > first else str(first)
     if dpi < MIN_DPI:
         raise BadDocument(
@@ -238,8 +359,10 @@ def render_pages(path: Path, first: int, last: int, dpi: float = RENDER_DPI) -> 
             f"(VDR_MAX_PAGE_PIXELS) at {MIN_DPI:g} dpi or more"
         )
     run = _poppler(
-        ["pdftoppm", "-r", f"{dpi:g}", "-f", str(first), "-l", str(last), str(path)],
+        ["pdftoppm", "-r", f"{dpi:g}", "-f", str(first), "-l", str(last), *unlock, str(path)],
         f"rendering page {pages}",
+        path,
+        pages=last - first + 1,
     )
     images = []
     at = 0
@@ -253,7 +376,7 @@ def render_pages(path: Path, first: int, last: int, dpi: float = RENDER_DPI) -> 
             break  # pdftoppm stopped mid-page (killed at its memory limit)
         images.append(Image.frombytes("RGB", size, run.stdout[header.end() : at]))
     if len(images) != last - first + 1:
-        reason = _first_line(run.stderr, default=_exit_reason(run.returncode))
+        reason = poppler_detail(run.stderr) or _exit_reason(run.returncode)
         raise BadDocument(
             f"page {pages} cannot be rendered ({len(images)} of {last - first + 1} "
             f"images; {reason})"
@@ -261,17 +384,38 @@ def render_pages(path: Path, first: int, last: int, dpi: float = RENDER_DPI) -> 
     return images
 
 
-def _poppler(command: list[str], doing: str) -> subprocess.CompletedProcess[bytes]:
-    """Run a poppler tool with POPPLER_TIMEOUT_S and POPPLER_MAX_MB; BadDocument past either.
+def poppler_budget_s(path: Path, pages: int = 0) -> float:
+    """Seconds one poppler call on this file that renders `pages` pages may take:
+    POPPLER_TIMEOUT_S, POPPLER_S_PER_MB more for every MB of the file, POPPLER_S_PER_PAGE
+    more for every page."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return POPPLER_TIMEOUT_S + POPPLER_S_PER_MB * size / 2**20 + POPPLER_S_PER_PAGE * pages
+
+
+def _poppler(
+    command: list[str], doing: str, path: Path, pages: int = 0
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a poppler tool on `path` within poppler_budget_s(path, pages) and POPPLER_MAX_MB
+    (`pages`: how many it renders); BadDocument past either.
 
     The memory limit is set on the child right after it starts (resource.prlimit) rather than
     in a preexec_fn, which is unsafe in a threaded process (pages render in a worker thread,
     the server indexes uploads in its own); poppler allocates nothing large in that instant.
+    The child is started through `setpriv --pdeathsig KILL` (util-linux) where it exists, so
+    that it dies with vdr even when vdr is killed outright and no timer of ours is left.
     """
-    try:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except FileNotFoundError as error:
-        raise VdrError(f"poppler-utils is not installed ({command[0]} not found)") from error
+    if shutil.which(command[0]) is None:
+        raise VdrError(
+            f"{command[0]} is not installed: vdr reads PDFs with poppler "
+            "(install the Debian package poppler-utils)"
+        )
+    budget_s = poppler_budget_s(path, pages)
+    child = subprocess.Popen(
+        [*_DIE_WITH_PARENT, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     limit = POPPLER_MAX_MB * 2**20
     with contextlib.suppress(ProcessLookupError):  # already finished: nothing left to limit
         resource.prlimit(child.pid, resource.RLIMIT_AS, (limit, limit))
@@ -294,7 +438,7 @@ def _poppler(command: list[str], doing: str) -> subprocess.CompletedProcess[byte
         child.kill()
 
     reader = threading.Thread(target=drain, daemon=True)
-    timer = threading.Timer(POPPLER_TIMEOUT_S, stop)
+    timer = threading.Timer(budget_s, stop)
     reader.start()
     timer.start()
     try:
@@ -309,17 +453,30 @@ def _poppler(command: list[str], doing: str) -> subprocess.CompletedProcess[byte
         stdout.close()
         stderr.close()
     if timed_out.is_set():
-        raise BadDocument(f"{doing} took over {POPPLER_TIMEOUT_S} s (poppler was stopped)")
+        raise BadDocument(
+            f"{doing} took over {budget_s:.1f} s, the budget for a file of its size "
+            "(VDR_POPPLER_TIMEOUT_S), so poppler was stopped",
+            "timeout",
+        )
     err = bytes(head)
     if _OUT_OF_MEMORY.search(bytes(tail)):
         raise BadDocument(
-            f"{doing} ran out of memory: poppler may use {POPPLER_MAX_MB:,} MB (VDR_POPPLER_MAX_MB)"
+            f"{doing} ran out of memory: poppler may use {POPPLER_MAX_MB:,} MB "
+            "(VDR_POPPLER_MAX_MB)",
+            "memory",
         )
     if child.returncode < 0:  # poppler crashed on the file (or was killed by someone)
-        raise BadDocument(f"{doing} failed: {_exit_reason(child.returncode)} ({_first_line(err)})")
+        detail = poppler_detail(err)
+        raise BadDocument(
+            f"{doing} failed: {_exit_reason(child.returncode)}"
+            + (f" ({detail})" if detail else ""),
+            "crash",
+        )
     return subprocess.CompletedProcess(command, child.returncode, out, err)
 
 
+# Prefix of every poppler command: the child gets SIGKILL when its parent dies.
+_DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
 # Bytes of a poppler tool's stderr kept from its start, and from its end.
 STDERR_KEPT = 1 << 16
 # How poppler says it could not allocate (gmem's messages, C++'s bad_alloc).

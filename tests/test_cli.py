@@ -66,7 +66,7 @@ def test_search_json(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
     hits = json.loads(capsys.readouterr().out)
     assert len(hits) == 3
-    assert set(hits[0]) == {"page_id", "doc_id", "doc_path", "page", "score", "evidence"}
+    assert set(hits[0]) == {"page_id", "doc_id", "doc_path", "page", "score", "matched", "evidence"}
     assert set(hits[0]["evidence"]) == {"snippet", "words", "boxes", "size"}
     assert Path(hits[0]["doc_path"]).name == "solar_report.pdf" and hits[0]["page"] == 2
     scores = [h["score"] for h in hits]
@@ -355,6 +355,31 @@ def test_optimize_command_builds_the_search_graphs(
         assert index.store.shard.info().indexed_vectors_count == 4 * PAGES
     assert main(["optimize", "--index", str(folder), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["changed"] is False
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["search", "permit"],
+        ["heatmap", "permit", "--page", "0000000000000000-1"],
+        ["docs", "list"],
+        ["docs", "show", "0000000000000000"],
+        ["docs", "rm", "0000000000000000"],
+        ["doctor"],
+        ["serve", "--port", "0"],
+        ["optimize"],
+    ],
+    ids=" ".join,
+)
+def test_only_vdr_index_creates_an_index(tmp_path: Path, command: list[str]) -> None:
+    """A typo in --index is named, not answered from a new empty index: nothing is created,
+    neither the folder nor a lock file in an existing folder."""
+    typo, empty = tmp_path / "typo", tmp_path / "empty"
+    empty.mkdir()
+    for folder in (typo, empty):
+        result = run_cli(*command, "--index", str(folder))
+        assert_one_sentence_error(result, f"there is no index at '{folder}'")
+    assert not typo.exists() and not list(empty.iterdir())
 
 
 def test_optimize_without_an_index(tmp_path: Path) -> None:

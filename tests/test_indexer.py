@@ -18,7 +18,9 @@ from vdr import Index
 from vdr.doctor import check
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.indexer import pdf
+from vdr.indexer.discover import content_id
 from vdr.indexer.pipeline import index_paths
+from vdr.ledger import Ledger
 from vdr.page_images import PageImages
 from vdr.store import Store, edge
 
@@ -40,11 +42,10 @@ def index(tmp_path: Path, encoder: TextGridEncoder) -> Iterator[Index]:
 
 def page_set(store: Store) -> list[tuple[str, int]]:
     """(doc_path name, page) for every stored page, sorted, duplicates kept."""
-    pages = []
-    for doc in store.documents():
-        assert doc.complete, doc
-        pages += [(Path(doc.doc_path).name, p) for p in range(1, doc.n_pages + 1)]
-    return sorted(pages)
+    return sorted(
+        (Path(payload["doc_path"]).name, payload["page"])
+        for payload in store.payloads(["doc_path", "page"])
+    )
 
 
 def test_index_samples_then_search(index: Index, samples: Path) -> None:
@@ -95,14 +96,15 @@ def test_changed_file_pages_are_replaced(
 ) -> None:
     del backend  # the store fixture is parametrised already; this names the case
     folder, images = tmp_path / "docs", PageImages(tmp_path / "pages")
+    ledger = Ledger(tmp_path)
     folder.mkdir()
     doc = make_pdf(folder / "notes.pdf", [[("alpha glacier survey", 72, 100, 14)]] * 2)
     make_pdf(folder / "other.pdf", [[("unrelated bakery recipes", 72, 100, 14)]])
-    index_paths([folder], lambda: encoder, store, images, progress=False)
+    index_paths([folder], lambda: encoder, store, images, ledger, progress=False)
     old = {d.doc_id for d in store.documents() if d.doc_path == str(doc)}
 
     make_pdf(doc, [[("omega volcano eruption", 72, 100, 14)]] * 3)
-    report = index_paths([folder], lambda: encoder, store, images, progress=False)
+    report = index_paths([folder], lambda: encoder, store, images, ledger, progress=False)
     assert report.added == [str(doc)] and report.removed == [str(doc)]
     assert page_set(store) == [
         ("notes.pdf", 1),
@@ -122,13 +124,14 @@ def test_deleted_file_pages_are_gone(
 ) -> None:
     del backend
     folder, images = tmp_path / "docs", PageImages(tmp_path / "pages")
+    ledger = Ledger(tmp_path)
     (folder / "sub").mkdir(parents=True)
     make_pdf(folder / "keep.pdf", [[("kept document", 72, 100, 14)]])
     gone = make_pdf(folder / "sub" / "gone.pdf", [[("deleted document", 72, 100, 14)]] * 2)
-    index_paths([folder], lambda: encoder, store, images, progress=False)
+    index_paths([folder], lambda: encoder, store, images, ledger, progress=False)
     assert store.count() == 3
     gone.unlink()
-    report = index_paths([folder], lambda: encoder, store, images, progress=False)
+    report = index_paths([folder], lambda: encoder, store, images, ledger, progress=False)
     assert report.removed == [str(gone)] and report.pages_encoded == 0
     assert page_set(store) == [("keep.pdf", 1)]
     assert len(images.page_ids()) == 1
@@ -163,9 +166,13 @@ def test_identical_files_are_indexed_once(index: Index, samples: Path) -> None:
     assert index.store.count() == 6
 
 
-def test_bad_files_are_named_with_reasons_and_the_rest_indexed(index: Index, samples: Path) -> None:
+def test_bad_files_are_named_with_reasons_and_the_rest_indexed(
+    index: Index, samples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every bad kind of benches/bad_pdfs.py (corrupt, encrypted, empty, cut short, 10,000
-    pages, a giant page, four bombs) and two files that are not PDFs, beside the samples."""
+    pages, a giant page, four bombs, one bad page, an offset header, certificate encryption, a
+    file that hangs poppler) and two files that are not PDFs, beside the samples."""
+    monkeypatch.setattr(pdf, "POPPLER_TIMEOUT_S", 8.0)  # the hanging file's budget, not 20 s
     for kind in bad_pdfs.BAD_KINDS:
         kind.write(samples / kind.name)
     (samples / "notes.pdf").write_text("meeting notes, not a PDF at all\n")
@@ -177,25 +184,40 @@ def test_bad_files_are_named_with_reasons_and_the_rest_indexed(index: Index, sam
     notes = {Path(path).name: note for path, note in report.notes}
     assert reasons.pop("zero_byte.pdf") == "the file is empty"
     assert (
-        reasons.pop("notes.pdf") == reasons.pop("readme.txt") == "not a PDF file (no %PDF header)"
+        reasons.pop("notes.pdf")
+        == reasons.pop("readme.txt")
+        == "not a PDF file: no PDF header, and poppler cannot read it"
     )
-    assert reasons.pop("corrupt.pdf").startswith("the file is corrupt")
-    assert reasons.pop("truncated.pdf").startswith("the file is corrupt or cut short")
-    assert reasons.pop("encrypted.pdf") == "the file is encrypted (a password is required)"
+    cut_short = "the file is cut short (it has no %%EOF end) and cannot be read"
+    assert reasons.pop("corrupt.pdf") == reasons.pop("truncated.pdf") == cut_short
+    assert reasons.pop("encrypted.pdf").startswith("the file is encrypted: give its password")
+    assert reasons.pop("certificate.pdf").startswith("the file is encrypted with a certificate")
+    assert reasons.pop("hangs_poppler.pdf").startswith("reading the text layer took over 8.0 s")
+    assert notes["one_bad_page.pdf"].startswith("page 3 of 5 cannot be read")
+    assert notes["offset_header.pdf"] == (
+        "indexed although damaged (a damaged or misplaced PDF header): poppler read past it"
+    )
     assert reasons.pop("many_pages.pdf") == (
         f"it has 10,000 pages, more than the limit of {pdf.MAX_PAGES:,} (VDR_MAX_PAGES)"
     )
-    assert reasons.pop("bomb_tree_loop.pdf").startswith("page 2 has no usable size (0 x 0 pt")
+    # A page-tree loop hides page 2; page 1 is indexed and page 2 named.
+    assert notes["bomb_tree_loop.pdf"] == (
+        "page 2 of 2 cannot be read (it has no size: poppler finds no page there), "
+        "the other page is indexed"
+    )
+    assert index.outcome(content_id(samples / "bomb_tree_loop.pdf")).bad_pages == (2,)
     assert "Page count (1048576)" in reasons.pop("bomb_tree_doubling.pdf")
     # Poppler stops parsing at its nesting limit and reads the page under a nesting bomb: it is
     # indexed, with a note saying how deep the file nests (poppler says nothing of dictionaries).
     bombs = ("bomb_arrays.pdf", "bomb_dicts.pdf")
     for name in bombs:
-        depth = re.search(r"objects nested ([\d,]+) deep; poppler reads 500 levels", notes[name])
+        depth = re.search(r"objects nested ([\d,]+) deep, of which poppler reads 500", notes[name])
         assert depth and int(depth[1].replace(",", "")) >= bad_pdfs.BOMB_DEPTH, notes[name]
     assert reasons == {}
     assert "rendered at 25.4 dpi instead of 150" in notes["giant_page.pdf"]
-    expected = {**SAMPLE_PAGES, "giant_page.pdf": 1, **dict.fromkeys(bombs, 1)}
+    expected = {**SAMPLE_PAGES, "giant_page.pdf": 1, "bomb_tree_loop.pdf": 1}
+    expected |= {"one_bad_page.pdf": 4, "offset_header.pdf": 3}
+    expected |= dict.fromkeys(bombs, 1)
     assert Counter(name for name, _ in page_set(index.store)) == expected
     assert index.store.count() == sum(expected.values())
 

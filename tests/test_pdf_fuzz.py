@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.indexer import pdf
-from vdr.indexer.pipeline import index_paths
+from vdr.indexer.pipeline import index_paths, is_complete
+from vdr.ledger import Ledger
 from vdr.page_images import PageImages
 from vdr.store import Store, open_store
 
@@ -49,11 +50,13 @@ FUZZ_POPPLER_TIMEOUT_S = 15
 
 @dataclass
 class Intake:
-    """The real pipeline's pieces, opened once per test: a store, page images, the encoder."""
+    """The real pipeline's pieces, opened once per test: a store, page images, the ledger,
+    the encoder."""
 
     folder: Path
     store: Store
     images: PageImages
+    ledger: Ledger
     encoder: TextGridEncoder
 
     def index(self, data: bytes) -> None:
@@ -65,6 +68,7 @@ class Intake:
             lambda: self.encoder,
             self.store,
             self.images,
+            self.ledger,
             ocr=False,
             progress=False,
         )
@@ -78,8 +82,12 @@ class Intake:
         # Indexed now, or earlier when a mutation gave back bytes indexed before.
         assert report.added + report.unchanged + report.moved == [str(path)], report
         (doc,) = self.store.documents()
-        assert doc.complete and 1 <= doc.n_pages <= pdf.MAX_PAGES
-        assert self.images.page_ids() == {f"{doc.doc_id}-{p}" for p in range(1, doc.n_pages + 1)}
+        outcome = self.ledger.get(doc.doc_id)
+        assert is_complete(doc, outcome) and 1 <= doc.n_pages <= pdf.MAX_PAGES
+        # Every page is held but those the ledger names as unreadable.
+        bad = set(outcome.bad_pages) if outcome else set()
+        expected = {f"{doc.doc_id}-{p}" for p in range(1, doc.n_pages + 1) if p not in bad}
+        assert self.images.page_ids() == expected
 
 
 @pytest.fixture()
@@ -91,7 +99,7 @@ def intake(
     folder.mkdir()
     store = open_store(tmp_path / "qdrant", encoder.dim)
     try:
-        yield Intake(folder, store, PageImages(tmp_path / "pages"), encoder)
+        yield Intake(folder, store, PageImages(tmp_path / "pages"), Ledger(tmp_path), encoder)
     finally:
         store.close()
 

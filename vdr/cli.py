@@ -60,8 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vdr", description="Visual-document retrieval over PDFs.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def command(
+        name: str, help_text: str, under: argparse._SubParsersAction | None = None
+    ) -> argparse.ArgumentParser:
+        sub = (under or commands).add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
             "--index",
             default=os.environ.get("VDR_INDEX"),
@@ -113,6 +115,21 @@ def _parser() -> argparse.ArgumentParser:
     index = command("index", "Index the PDFs in folders or files (changed files are re-indexed).")
     index.add_argument("paths", nargs="+", metavar="PATH")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.add_argument(
+        "--password",
+        action="append",
+        default=[],
+        metavar="PW",
+        help="a password to try on encrypted PDFs (repeatable); poppler is given it on its "
+        "command line, which other users of this machine can read",
+    )
+    index.add_argument(
+        "--passwords-file",
+        type=Path,
+        metavar="FILE",
+        help="a file of passwords to try on encrypted PDFs, one per line "
+        "(default: $VDR_PDF_PASSWORDS)",
+    )
     index.add_argument("--pool-factor", type=int, metavar="N", help=POOL_HELP)
     index.add_argument("--storage", choices=STORAGES, help=STORAGE_HELP)
     index.add_argument(
@@ -139,9 +156,16 @@ def _parser() -> argparse.ArgumentParser:
     search.set_defaults(run=_search)
 
     evaluate = command(
-        "eval", "Measure retrieval quality on a labelled set (queries.jsonl, qrels.tsv, pdfs/)."
+        "eval",
+        "Measure retrieval quality on a labelled set (queries.jsonl, qrels.tsv, pdfs/), in "
+        "eval's own cache index unless --index is given (VDR_INDEX does not count: the set is "
+        "never written into an index it was not handed); an index holding other documents is "
+        "refused.",
     )
     evaluate.add_argument("set_dir", metavar="SET_DIR")
+    # Where an evaluation writes is only what its own command line says: VDR_INDEX and
+    # VDR_QDRANT_URL name the user's index, which the set must not be written into.
+    evaluate.set_defaults(index=None, qdrant_url=None)
     evaluate.add_argument("--pool-factor", type=int, metavar="N", help=POOL_HELP)
     evaluate.add_argument("--storage", choices=STORAGES, help=STORAGE_HELP)
     evaluate.add_argument(
@@ -153,6 +177,29 @@ def _parser() -> argparse.ArgumentParser:
         "rerank=auto|qdrant|vdr (e.g. --compare mode=late mode=bm25 mode=hybrid)",
     )
     evaluate.set_defaults(run=_eval)
+
+    docs = commands.add_parser(
+        "docs",
+        help="List, show or remove the documents of an index.",
+        description="List, show or remove the documents of an index (refused files included).",
+    )
+    verbs = docs.add_subparsers(dest="verb", required=True, metavar="VERB")
+    command(
+        "list",
+        "Every document: id, status (indexed, partial, incomplete, refused), pages, path.",
+        verbs,
+    ).set_defaults(run=_docs_list)
+    show = command("show", "One document: pages indexed of pages, bad pages, message.", verbs)
+    show.add_argument("doc_id", metavar="DOC_ID")
+    show.set_defaults(run=_docs_show)
+    remove = command(
+        "rm",
+        "Remove documents from the index (their files stay; `vdr index` on their folder adds "
+        "them again). An unknown id removes nothing.",
+        verbs,
+    )
+    remove.add_argument("doc_ids", nargs="+", metavar="DOC_ID")
+    remove.set_defaults(run=_docs_rm)
 
     heatmap = command("heatmap", "Draw where the query matched on a page (PNG).")
     heatmap.add_argument("query")
@@ -219,6 +266,12 @@ def _parser() -> argparse.ArgumentParser:
         help="let web pages from ORIGIN (e.g. https://app.example.com) call the API; "
         "repeatable (env VDR_CORS_ORIGINS, comma-separated; default: none, no CORS headers)",
     )
+    serve.add_argument(
+        "--absolute-paths",
+        action="store_true",
+        help="show clients each document's absolute path on this machine (default: the path "
+        "relative to the folder indexed; an upload's own name always)",
+    )
     serve.set_defaults(run=_serve)
 
     from vdr.agree.cli import add_commands  # agree annotate, agree report, train
@@ -251,7 +304,9 @@ def _index(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     optimized = None
     with _open(args, create=True) as index:
-        report = index.add(args.paths, progress=not args.quiet and not args.json)
+        report = index.add(
+            args.paths, progress=not args.quiet and not args.json, passwords=_passwords(args)
+        )
         due = index.optimize_due()  # counts the store's pages: asked once
         if due and args.no_optimize:
             if not args.json:
@@ -275,7 +330,7 @@ def _index(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    **report.__dict__,
+                    **asdict(report),
                     "seconds": round(seconds, 3),
                     "pages_in_index": total_pages,
                     "optimized": optimized and asdict(optimized),
@@ -283,8 +338,10 @@ def _index(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    remembered = set(report.remembered)
     for path, reason in report.skipped:
-        print(f"vdr index: skipped '{path}': {reason}", file=sys.stderr)
+        again = " (refused before and unchanged since)" if path in remembered else ""
+        print(f"vdr index: skipped '{path}'{again}: {reason}", file=sys.stderr)
     for path, original in report.duplicates:
         print(
             f"vdr index: '{path}' has the same content as '{original}' (indexed once)",
@@ -298,6 +355,21 @@ def _index(args: argparse.Namespace) -> int:
         + (f"; optimized in {optimized.seconds:.1f} s" if optimized else "")
     )
     return 0
+
+
+def _passwords(args: argparse.Namespace) -> list[str]:
+    """The passwords to try on encrypted PDFs: --password, then the lines of --passwords-file
+    (or of the file $VDR_PDF_PASSWORDS names)."""
+    file = args.passwords_file or (
+        Path(os.environ["VDR_PDF_PASSWORDS"]) if os.environ.get("VDR_PDF_PASSWORDS") else None
+    )
+    if file is None:
+        return list(args.password)
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise VdrError(f"cannot read the passwords file '{file}': {error}") from None
+    return [*args.password, *(line for line in lines if line)]
 
 
 def _optimize(args: argparse.Namespace) -> int:
@@ -359,6 +431,8 @@ def _search(args: argparse.Namespace) -> int:
         return 0
     if not hits:
         print("no pages found")
+    elif all(hit.get("matched") is False for hit in hits):
+        print(f"no page matches {args.query!r}; the nearest pages are:")
     for rank, hit in enumerate(hits, 1):
         print(
             f"{rank:>3}. {hit['score']:8.3f}  {Path(hit['doc_path']).name} p.{hit['page']:<4} "
@@ -401,6 +475,7 @@ def _search_served(locked: VdrError, url: str, args: argparse.Namespace) -> list
     return [
         {
             **{key: hit[key] for key in keys},
+            "matched": hit.get("matched"),
             **({"evidence": hit["evidence"]} if hit.get("evidence") else {}),
         }
         for hit in results
@@ -421,13 +496,15 @@ def _detail(error: Any) -> str:
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
-    """A hit as JSON: page 1-based, evidence boxes in PDF points from the page's top-left."""
+    """A hit as JSON: page 1-based, evidence boxes in PDF points from the page's top-left,
+    matched as vdr.store.Hit has it (null where the index's encoder has no threshold)."""
     out: dict[str, Any] = {
         "page_id": hit.page_id,
         "doc_id": hit.doc_id,
         "doc_path": hit.doc_path,
         "page": hit.page,
         "score": round(hit.score, 5),
+        "matched": hit.matched,
     }
     if hit.evidence is not None:
         out["evidence"] = {
@@ -470,14 +547,66 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_index_folder(set_dir: Path, args: argparse.Namespace) -> Path:
-    """A cache folder per evaluation set, model, pool factor and storage, so that repeated
-    evals re-encode nothing."""
+    """eval's own index: a cache folder (under $XDG_CACHE_HOME/vdr/eval, else ~/.cache) per
+    evaluation set, model, pool factor, storage and Qdrant URL, so that repeated evals
+    re-encode nothing and no user index is written into."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     key = f"{set_dir}|{args.model or ''}|{args.pool_factor or 1}"
     if args.storage not in (None, DEFAULT_STORAGE):  # float32 caches keep their old folders
         key += f"|{args.storage}"
+    if args.qdrant_url:
+        key += f"|{args.qdrant_url}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:8]
     return cache / "vdr" / "eval" / f"{set_dir.name}-{tag}"
+
+
+def _docs_list(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from vdr.catalog import document_statuses
+
+    with _open(args) as index:
+        statuses = document_statuses(index)
+    if args.json:
+        print(json.dumps([asdict(s) for s in statuses], indent=1))
+        return 0
+    if not statuses:
+        print("no documents")
+    for s in statuses:
+        print(f"{s.doc_id}  {s.status:<10} {s.pages_indexed:>5}/{s.pages:<5} {s.path}")
+        if s.status != "indexed" and s.message:
+            print(f"{'':18}{s.message}")
+    return 0
+
+
+def _docs_show(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from vdr.catalog import document_status
+
+    with _open(args) as index:
+        status = document_status(index, args.doc_id)
+    if args.json:
+        print(json.dumps(asdict(status), indent=1))
+        return 0
+    print(f"{status.doc_id}  {status.path}")
+    print(f"  status: {status.status}, {status.pages_indexed} of {status.pages} pages indexed")
+    if status.bad_pages:
+        print(f"  pages that could not be read: {', '.join(map(str, status.bad_pages))}")
+    if status.message:
+        print(f"  {status.message}")
+    return 0
+
+
+def _docs_rm(args: argparse.Namespace) -> int:
+    doc_ids = list(dict.fromkeys(args.doc_ids))
+    with _open(args) as index:
+        index.remove(doc_ids)
+    if args.json:
+        print(json.dumps({"removed": doc_ids}))
+    else:
+        print(f"removed {len(doc_ids)} document{'s' if len(doc_ids) > 1 else ''}")
+    return 0
 
 
 def _heatmap(args: argparse.Namespace) -> int:
@@ -581,7 +710,7 @@ def _serve(args: argparse.Namespace) -> int:
     # was there before it: Python's default would kill the process before the index closes.
     signal.signal(signal.SIGTERM, _stop_serving)
     try:
-        with _open(args, create=True) as index:
+        with _open(args) as index:
             _serve_index(index, args)
     except _StopServing:
         print("vdr serve: stopped", file=sys.stderr)
@@ -608,6 +737,7 @@ def _serve_index(index: Index, args: argparse.Namespace) -> None:
         args.max_upload_mb,
         request_timeout_s=args.request_timeout,
         cors_origins=args.cors_origin or (),
+        absolute_paths=args.absolute_paths,
     )
     url = server_url(args.host, args.port)
     index.announce_server(url)

@@ -10,6 +10,9 @@ An index folder holds:
     tokens/    the token-level first stage (vdr.token_index), built by optimize() once the
                index holds TOKEN_INDEX_MIN_PAGES
     pages/     one JPEG per page
+    files.json what became of every file examined: indexed, partly, or refused and why
+               (vdr.ledger)
+    uploads/   files uploaded through `vdr serve`, each as <doc id>-<its name>
     lock       held by the process that has the index open
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -31,17 +35,20 @@ from PIL import Image
 
 from vdr.encoders import DEFAULT_MODEL, Encoder, QueryEmbedding, canonical_name, load_encoder
 from vdr.encoders.base import resolve_device
-from vdr.errors import IndexLocked, ModelMismatch, NotFound, VdrError
+from vdr.errors import IndexLocked, ModelMismatch, NotFound, UnknownId, VdrError
 from vdr.heatmap import SimilarityMaps, group_word_pieces, map_tokens, similarity_maps
 from vdr.indexer.pipeline import IndexReport, index_paths
+from vdr.ledger import FileOutcome, Ledger
 from vdr.page_images import PageImages
-from vdr.search import DEFAULT_CANDIDATES, DEFAULT_MODE, search_many
+from vdr.search import DEFAULT_CANDIDATES, DEFAULT_MODE, MATCH_THRESHOLDS, search_many
 from vdr.storage import DEFAULT_STORAGE, check_storage
 from vdr.store import Hit, IndexedDocument, StoredPage, open_store
 from vdr.store.resident import ResidentVectors
 from vdr.token_index import TokenIndex, TokenIndexInfo, build_token_index, remove_token_index
 
 MANIFEST = "vdr.json"
+UPLOADS_DIR = "uploads"
+_UPLOAD_NAME = re.compile(r"^[0-9a-f]{16}-")
 # Query encodings kept per open index (a few KB each).
 QUERY_CACHE_SIZE = 256
 FORMAT_VERSION = 1
@@ -144,6 +151,7 @@ class Index:
                 self.storage,
             )
             self.images = PageImages(self.path / "pages")
+            self.ledger = Ledger(self.path)
             self._tokens = TokenIndex.open(self.path / TOKEN_INDEX_DIR)
         except BaseException:
             self._lock.close()
@@ -170,8 +178,15 @@ class Index:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def add(self, paths: Sequence[str | Path], *, progress: bool = False) -> IndexReport:
-        """Index the PDFs under `paths`; changed files are re-encoded, removed ones dropped.
+    def add(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        progress: bool = False,
+        passwords: Sequence[str] = (),
+    ) -> IndexReport:
+        """Index the documents (PDFs, page images) under `paths`; changed files are
+        re-encoded, removed ones dropped. passwords: tried on encrypted PDFs.
 
         Does not optimize the store: the caller asks optimize_due() and decides, since an
         optimize can take minutes (`vdr index` does; `vdr serve` would hold up an upload)."""
@@ -179,14 +194,22 @@ class Index:
         # still leaves the token index (built at the old count) marked stale; a run that
         # wrote nothing puts it back.
         writes = self.writes
-        self._save_manifest(writes=writes + 1)
+        folders = [Path(p).expanduser().absolute() for p in paths]
+        # vdr.json "roots": the folders given here, so display_path() can show a document's
+        # path relative to the one the user named (the index's own uploads are not roots).
+        roots = [str(f) for f in folders if f.is_dir() and not f.is_relative_to(self.path)]
+        self._save_manifest(
+            writes=writes + 1, roots=[*self.roots, *(r for r in roots if r not in self.roots)]
+        )
         report = index_paths(
             [Path(p) for p in paths],
             lambda: self.encoder,
             self.store,
             self.images,
+            self.ledger,
             pool_factor=self.pool_factor,
             progress=progress,
+            passwords=passwords,
         )
         if report.pages_encoded:
             # Counted once the run returns: a killed run's pages go uncounted, but for those
@@ -197,6 +220,29 @@ class Index:
         else:
             self._save_manifest(writes=writes)
         return report
+
+    @property
+    def roots(self) -> list[str]:
+        """The folders given to add() so far, absolute (vdr.json "roots"; none in an index
+        made before vdr kept them)."""
+        return list(self._manifest_fields.get("roots", []))
+
+    def display_path(self, doc_path: str, *, absolute: bool = False) -> str:
+        """How a document's stored path (absolute) is shown to a person or a client: relative
+        to the outermost folder given to add() that holds it, else its file name (a file given
+        alone, or an index made before vdr kept its roots). An upload (uploads/<doc id>-<name>
+        in the index folder) is shown as its original name, whatever `absolute` says.
+
+        absolute: the stored path itself (for uploads: still the name)."""
+        path = Path(doc_path)
+        if path.parent == self.path / UPLOADS_DIR:
+            return _UPLOAD_NAME.sub("", path.name)
+        if absolute:
+            return doc_path
+        for root in sorted(self.roots, key=len):
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+        return path.name
 
     @property
     def writes(self) -> int:
@@ -256,18 +302,32 @@ class Index:
         return OptimizeReport(changed, pages, written, seconds, built)
 
     def remove(self, doc_ids: Sequence[str]) -> None:
-        """Forget these documents: store first, then images, so no point outlives its image."""
-        known = {d.doc_id for d in self.documents()}
-        missing = [d for d in doc_ids if d not in known]
-        if missing:
-            raise NotFound(f"no document '{missing[0]}' in the index")
+        """Forget these documents (refused files' outcomes too): store first, then images, so
+        no point outlives its image. UnknownId for an id the index does not know, and then
+        nothing is removed."""
+        self.require_documents(doc_ids, refused=True)
         self.store.delete_documents(list(doc_ids))
         self.images.delete_documents(doc_ids)
+        self.ledger.forget(doc_ids)
 
     # -- reading ----------------------------------------------------------------------------
 
     def documents(self) -> list[IndexedDocument]:
         return self.store.documents()
+
+    def outcomes(self) -> list[FileOutcome]:
+        """What became of every file the index has examined (refused ones too), by path."""
+        return self.ledger.outcomes()
+
+    def outcome(self, doc_id: str) -> FileOutcome | None:
+        return self.ledger.get(doc_id)
+
+    def require_documents(self, doc_ids: Sequence[str], refused: bool = False) -> None:
+        """UnknownId naming the first of `doc_ids` with no page in the store (refused: or no
+        refusal in the ledger either)."""
+        for doc_id in doc_ids:
+            if not self.store.count([doc_id]) and not (refused and self.outcome(doc_id)):
+                raise UnknownId("document", doc_id)
 
     def search(
         self,
@@ -291,6 +351,8 @@ class Index:
         evidence: bool = False,
         mode: str = DEFAULT_MODE,
     ) -> list[list[Hit]]:
+        if doc_ids:  # an unknown id is a mistake to name, not a search without results
+            self.require_documents(doc_ids)
         self._prepare_rerank()
         tokens = self._tokens
         return search_many(
@@ -309,6 +371,8 @@ class Index:
             tokens_rerank=self.rerank == "auto"
             and self.store.resident is None
             and self.storage == "int8",
+            # Pooled vectors no longer keep a word's pieces in order (vdr.search.match_score).
+            match_threshold=MATCH_THRESHOLDS.get(self.model) if self.pool_factor == 1 else None,
         )
 
     def announce_server(self, url: str) -> None:
@@ -328,11 +392,18 @@ class Index:
         """A page's record with its full multi-vector."""
         page = self.store.get_page(page_id)
         if page is None:
-            raise NotFound(f"no page '{page_id}' in the index")
+            raise UnknownId("page", page_id)
         return page
 
     def page_image(self, page_id: str) -> Image.Image:
-        return self.images.load(page_id)
+        """The page's image; UnknownId for a page the store does not hold, NotFound for a
+        stored page whose image is gone (`vdr doctor --repair` renders it again)."""
+        try:
+            return self.images.load(page_id)
+        except NotFound:
+            if self.store.get_page(page_id) is None:
+                raise UnknownId("page", page_id) from None
+            raise
 
     def embed_queries(self, queries: Sequence[str]) -> list[QueryEmbedding]:
         """The encoder's QueryEmbeddings, remembered for the last QUERY_CACHE_SIZE texts: a
