@@ -7,28 +7,31 @@ VDR := $(BIN)/vdr
 STAMP := $(VENV)/.installed
 DEMO_INDEX := .vdr-demo
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 setup: $(STAMP)
 
-# torch and torchvision first, pinned (pip takes them from this machine's disk when it can);
-# colpali-engine with --no-deps because it pins torch<2.14 (its runtime deps are ours, in
-# pyproject.toml); then the project itself with its dev extras.
+# The system tool the demo needs (poppler renders PDFs), then torch and torchvision, pinned
+# (pip takes them from this machine's disk when it can); colpali-engine with --no-deps because
+# it pins torch<2.14 (its runtime deps are ours, in pyproject.toml); then the project itself
+# with its dev extras. Chromium, for the browser test only, is installed by `make test`.
 $(STAMP): pyproject.toml Makefile
-	@missing=""; \
-	command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null || missing="poppler-utils"; \
-	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing$$missing (poppler renders PDFs; chromium runs the browser test)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
-	fi
+	@command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null || \
+	  $(call apt_install,poppler-utils,poppler renders PDFs)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q --no-deps colpali-engine==0.3.18
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
+
+# apt_install(package, why): install a Debian package, with sudo unless root.
+apt_install = { echo "installing $(1) ($(2))"; \
+  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(1); }
+
+browser:
+	@[ -x /usr/bin/chromium ] || $(call apt_install,chromium,the browser test drives it)
 
 # The main job on the embedded default: index the sample PDFs, search, write a heatmap.
 demo: setup
@@ -42,7 +45,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint
+test: setup browser lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

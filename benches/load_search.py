@@ -184,7 +184,8 @@ def write_until(
                     response = client.post("/documents", files=files)
                     failure = None
                     if response.status_code in (200, 201):
-                        doc = response.json()
+                        (uploaded,) = response.json()["files"]
+                        doc = uploaded["document"]
                         ids[pdf] = doc["doc_id"]
                         if response.status_code == 201:
                             log.kept[doc["doc_id"]] = doc["pages"]

@@ -2,67 +2,67 @@
 
 Searches run in FastAPI's worker threads alongside each other; writes (uploads, deletes) are
 serialised by a lock and never block searches: the embedded store answers queries while it
-is being written to. Every route but /healthz requires the API key when one is set.
+is being written to. Every route but /healthz, the web page and the API's docs requires the
+API key when one is set (declared in the OpenAPI schema: X-API-Key header or a bearer token).
 
-Around the routes, plain ASGI middleware bounds what a client can make the server hold or wait
-for: body and query-string sizes (413/414, checked before a byte of the body is read), a
-deadline per request (503; the work itself finishes in the background, so an upload that
-outlives it is still indexed whole), a stalled body (408), and headers sent too slowly (the
-connection is closed, see server_config). Anything unforeseen answers 500 with an error id,
-never a traceback; the trace goes to the server's log under that id.
+Around the routes, the middleware of server/middleware.py bounds what a client can make the
+server hold or wait for, logs each request, and turns anything unforeseen into a 500 with an
+error id.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import io
-import logging
+import mimetypes
 import re
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from typing import Annotated, Any, BinaryIO, Literal
+from urllib.parse import quote, urlencode
 
-import h11
 import numpy as np
-import uvicorn
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Request, Security, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vdr.errors import NotFound, VdrError
 from vdr.heatmap import overlay
-from vdr.index import Index
+from vdr.index import UPLOADS_DIR, Index
+from vdr.indexer.discover import DOC_ID_HEX
+from vdr.search import matched
+from vdr.server.middleware import (
+    MAX_JSON_BODY_BYTES,
+    MAX_QUERY_CHARS,
+    MULTIPART_OVERHEAD_BYTES,
+    AccessLog,
+    BodyLimits,
+    Deadline,
+    InternalErrors,
+    LateWork,
+    server_config,
+)
+
+__all__ = ["MAX_JSON_BODY_BYTES", "create_app", "server_config"]
 
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_QUERY_CHARS = 1000
 MAX_K = 100
 DEFAULT_MAX_UPLOAD_MB = 100
-# Largest JSON body taken: a SearchRequest at its largest (MAX_QUERY_CHARS characters, each
-# written as a 6-byte \uXXXX escape) is ~6 KB, so 64 KiB refuses nothing a client needs.
-MAX_JSON_BODY_BYTES = 64 * 2**10
-# Room for the multipart framing (boundaries, part headers) around an upload's bytes.
-MULTIPART_OVERHEAD_BYTES = 64 * 2**10
-# Longest query string taken: a MAX_QUERY_CHARS query of 4-byte UTF-8 characters,
-# percent-encoded (12 bytes each), plus the short parameters beside it.
-MAX_QUERY_STRING_BYTES = MAX_QUERY_CHARS * 12 + 2**10
 # A request's handling (once its body has arrived) and any pause inside a body are bounded by
 # this; searches take milliseconds, so only a stuck request or a huge scanned upload (OCR at
 # 3-4 s a page) reaches it.
 DEFAULT_REQUEST_TIMEOUT_S = 120.0
-# A client must send a request's whole head within this; uvicorn's own keep-alive timeout is
-# reset by every byte, so a client trickling header bytes would otherwise hold its connection.
-HEADER_TIMEOUT_S = 10.0
-log = logging.getLogger("vdr.server")
+# How long a client may reuse a page image or heatmap before asking again (with If-None-Match):
+# a page id names content, so its image changes only when `vdr doctor --repair` renders it anew.
+IMAGE_MAX_AGE_S = 86400
 _PAGE_ID = re.compile(r"^[0-9a-f]{16}-[0-9]{1,6}$")
 _DOC_ID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -70,6 +70,9 @@ _DOC_ID = re.compile(r"^[0-9a-f]{16}$")
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: int = Field(default=10, ge=1, le=MAX_K)
+    offset: int = Field(
+        default=0, ge=0, lt=MAX_K, description="skip this many of the best pages (pagination)"
+    )
     doc: str | None = Field(default=None, description="restrict to this document id")
     mode: Literal["hybrid", "late", "bm25"] = Field(
         default="hybrid",
@@ -88,11 +91,16 @@ class EvidenceOut(BaseModel):
 class ResultOut(BaseModel):
     page_id: str
     doc_id: str
-    doc_path: str
+    doc_path: str = Field(description="relative to the folder indexed; an upload's own name")
     page: int = Field(description="1-based page number")
     score: float
+    matched: bool | None = Field(
+        description="the page clears the calibrated no-match threshold; null: no threshold "
+        "for this index's encoder"
+    )
     image_url: str
     heatmap_url: str
+    file_url: str = Field(description="the document's file, opened at this page (#page=N)")
     evidence: EvidenceOut | None = None
 
 
@@ -100,13 +108,37 @@ class SearchResponse(BaseModel):
     query: str
     words: list[str] = Field(description="the query's words, as heatmap tokens")
     took_ms: float
+    matched: bool | None = Field(
+        description="some result matched the query (false: nothing did, the results are only "
+        "the nearest pages); null: no threshold for this index's encoder"
+    )
+    offset: int = Field(description="the rank of the first result, less one")
+    more: bool = Field(description="there are pages past these (ask again with a higher offset)")
     results: list[ResultOut]
 
 
 class DocumentOut(BaseModel):
     doc_id: str
-    doc_path: str
+    doc_path: str = Field(description="relative to the folder indexed; an upload's own name")
     pages: int
+    status: Literal["indexed", "partial", "refused"] = Field(
+        description="indexed: every page; partial: the pages that could be read; refused: none"
+    )
+    message: str = Field(default="", description="what went wrong, in one sentence")
+    bad_pages: list[int] = Field(default=[], description="1-based pages that could not be read")
+
+
+class UploadedOut(BaseModel):
+    name: str = Field(description="the file's name as uploaded")
+    status: Literal["indexed", "partial", "known", "refused"] = Field(
+        description="known: its content was indexed already (the document stays where it is)"
+    )
+    message: str = ""
+    document: DocumentOut | None = Field(description="null when refused")
+
+
+class UploadOut(BaseModel):
+    files: list[UploadedOut] = Field(description="one per `file` part, in the order sent")
 
 
 class SimilarityOut(BaseModel):
@@ -122,6 +154,7 @@ class ErrorOut(BaseModel):
 
 
 _ERROR_TEXT = {
+    207: "some files were indexed, others not: each file's outcome is in `files`",
     401: "a valid API key is required",
     404: "no such page or document (or not a valid id)",
     408: "the request body stalled",
@@ -155,11 +188,12 @@ def create_app(
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     body_timeout_s: float | None = None,
     cors_origins: Sequence[str] = (),
+    absolute_paths: bool = False,
 ) -> FastAPI:
     """A FastAPI app serving `index`, which stays open for the app's lifetime.
 
-    api_key:           required on every route but /healthz when set
-    max_upload_mb:     largest PDF accepted by POST /documents
+    api_key:           required on every route but /healthz, / and the docs when set
+    max_upload_mb:     largest file accepted by POST /documents (each part)
     request_timeout_s: longest a request may be handled before it answers 503 (the work goes
                        on in the background)
     body_timeout_s:    longest pause inside a request body before it answers 408 (a slow
@@ -167,15 +201,19 @@ def create_app(
                        request_timeout_s
     cors_origins:      browser origins allowed to call the API from their pages; none (the
                        default) sends no CORS headers at all
+    absolute_paths:    show documents' absolute paths on this machine (Index.display_path);
+                       by default paths relative to the folder indexed, uploads by their name
     """
-    late = _LateWork()
+    late = LateWork()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await late.drain()  # the caller closes the index next: let late writes finish first
 
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI and ReDoc from the assets its package ships: /docs
+    # works with no network.
+    app = FastAPIOffline(
         title="vdr",
         description="Visual-document retrieval over PDFs",
         version="0.1.0",
@@ -183,14 +221,14 @@ def create_app(
         responses={500: _errors(500)[500]},
     )
     # add_middleware puts each new layer outside the ones before it.
-    app.add_middleware(_InternalErrors)
+    app.add_middleware(InternalErrors)
     app.add_middleware(
-        _Deadline,
+        Deadline,
         timeout_s=request_timeout_s,
         body_timeout_s=request_timeout_s if body_timeout_s is None else body_timeout_s,
         late=late,
     )
-    app.add_middleware(_BodyLimits, upload_bytes=max_upload_mb * 2**20 + MULTIPART_OVERHEAD_BYTES)
+    app.add_middleware(BodyLimits, upload_bytes=max_upload_mb * 2**20 + MULTIPART_OVERHEAD_BYTES)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -198,19 +236,32 @@ def create_app(
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
+    app.add_middleware(AccessLog)
     writing = threading.Lock()
-    uploads = index.path / "uploads"
+    uploads = index.path / UPLOADS_DIR
+    # Heatmaps depend on vdr's rendering as well as the page: one server's are not another's.
+    render_tag = secrets.token_hex(4)
+    key_header = APIKeyHeader(
+        name="X-API-Key", auto_error=False, description="the server's key (VDR_API_KEY)"
+    )
+    bearer = HTTPBearer(auto_error=False, description="the server's key as a bearer token")
 
-    def require_key(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
+    # Defaults, not Annotated[...]: annotations are strings here (PEP 563), which FastAPI
+    # resolves in the module's globals, where these local schemes are not.
+    def require_key(
+        key: str | None = Security(key_header),
+        token: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
+    ) -> None:
+        assert api_key is not None  # a dependency only of a server with a key
+        given = key or (token.credentials.strip() if token else "")
         # Digests of equal length, compared in constant time: neither the key's content nor its
         # length shows in how long a wrong key takes to refuse.
         if not given or not hmac.compare_digest(_digest(given), _digest(api_key)):
             raise HTTPException(401, "a valid API key is required (X-API-Key header)")
 
-    guarded = [Depends(require_key)]
+    # Declared through FastAPI's security classes, so the schema names the scheme and Swagger
+    # UI's Authorize button sends it; a server without a key declares none.
+    guarded = [Security(require_key)] if api_key is not None else []
 
     @app.exception_handler(VdrError)
     def vdr_error(_: Request, error: VdrError) -> JSONResponse:
@@ -222,6 +273,9 @@ def create_app(
         """`message` without the server's own folders (a tool's error may quote a file's path):
         where the index lives is none of a client's business."""
         return message.replace(f"{uploads}/", "").replace(str(index.path), "<index>")
+
+    def shown(doc_path: str) -> str:
+        return index.display_path(doc_path, absolute=absolute_paths)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -246,12 +300,16 @@ def create_app(
     def search(request: SearchRequest) -> SearchResponse:
         if not request.query.strip():
             raise HTTPException(422, "the query is blank")
+        if request.offset + request.k > MAX_K:
+            raise HTTPException(422, f"offset + k must be at most {MAX_K}")
         if request.doc is not None:
             _check_id(request.doc, _DOC_ID, "document")
         started = time.perf_counter()
+        end = request.offset + request.k
+        # One page more than asked for tells whether there is a next one.
         hits = index.search(
             request.query,
-            k=request.k,
+            k=min(end + 1, MAX_K),
             doc_ids=[request.doc] if request.doc else None,
             mode=request.mode,
         )
@@ -261,29 +319,42 @@ def create_app(
             query=request.query,
             words=words,
             took_ms=round(took, 2),
-            results=[_result(hit, request.query) for hit in hits],
+            matched=matched(hits[:end]),
+            offset=request.offset,
+            more=len(hits) > end,
+            results=[_result(hit, request.query) for hit in hits[request.offset : end]],
         )
 
     @app.get(
         "/pages/{page_id}/image",
         dependencies=guarded,
         response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}, **_errors(404, 422)},
+        responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "unchanged"}}
+        | _errors(404, 422),
     )
     def page_image(
-        page_id: str, width: Annotated[int | None, Query(ge=16, le=4000)] = None
+        page_id: str,
+        request: Request,
+        width: Annotated[int | None, Query(ge=16, le=4000)] = None,
     ) -> Response:
         _check_id(page_id, _PAGE_ID, "page")
-        return _image_response(_narrowed(index.page_image(page_id), width), "JPEG")
+        return cached(
+            request,
+            page_id,
+            ("image", width),
+            lambda: _image_response(_narrowed(index.page_image(page_id), width), "JPEG"),
+        )
 
     @app.get(
         "/pages/{page_id}/heatmap",
         dependencies=guarded,
         response_class=Response,
-        responses={200: {"content": {"image/png": {}}}, **_errors(404, 422)},
+        responses={200: {"content": {"image/png": {}}}, 304: {"description": "unchanged"}}
+        | _errors(404, 422),
     )
     def heatmap(
         page_id: str,
+        request: Request,
         query: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
         token: Annotated[
             int | None, Query(ge=0, description="word number; none: whole query")
@@ -291,15 +362,38 @@ def create_app(
         width: Annotated[int | None, Query(ge=16, le=4000)] = None,
     ) -> Response:
         _check_id(page_id, _PAGE_ID, "page")
-        maps = index.similarity(query, page_id)
-        if token is not None and token >= len(maps.words):
-            raise HTTPException(
-                422, f"token must be below {len(maps.words)}, the query's word count"
-            )
-        grid_map = maps.whole_query() if token is None else maps.word_maps()[token]
-        image = _narrowed(index.page_image(page_id), width)
-        title = query if token is None else maps.words[token]
-        return _image_response(overlay(image, grid_map, title=title), "PNG")
+
+        def render() -> Response:
+            maps = index.similarity(query, page_id)
+            if token is not None and token >= len(maps.words):
+                raise HTTPException(
+                    422, f"token must be below {len(maps.words)}, the query's word count"
+                )
+            grid_map = maps.whole_query() if token is None else maps.word_maps()[token]
+            image = _narrowed(index.page_image(page_id), width)
+            title = query if token is None else maps.words[token]
+            return _image_response(overlay(image, grid_map, title=title), "PNG")
+
+        parts = ("heatmap", render_tag, index.model, query, token, width)
+        return cached(request, page_id, parts, render)
+
+    def cached(
+        request: Request, page_id: str, parts: tuple[Any, ...], make: Callable[[], Response]
+    ) -> Response:
+        """`make()`'s image with an ETag (of the page image's file and `parts`) and a
+        Cache-Control that lets the client keep it; 304 when the client holds it already."""
+        try:
+            stat = index.images.path(page_id).stat()
+        except OSError:  # no image: make() says which error
+            return make()
+        key = repr((page_id, stat.st_mtime_ns, stat.st_size, *parts))
+        etag = f'"{_digest(key)[:16].hex()}"'
+        headers = {"ETag": etag, "Cache-Control": f"private, max-age={IMAGE_MAX_AGE_S}"}
+        if _etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        response = make()
+        response.headers.update(headers)
+        return response
 
     @app.get("/pages/{page_id}/similarity", dependencies=guarded, responses=_errors(404, 422))
     def similarity(
@@ -316,44 +410,132 @@ def create_app(
             maps=np.where(np.isfinite(values), values, None).tolist(),
         )
 
+    def listed(doc_id: str, path: str, pages: int) -> DocumentOut:
+        """A document as GET /documents lists it, with what its ledger entry says."""
+        outcome = index.outcome(doc_id)
+        return DocumentOut(
+            doc_id=doc_id,
+            doc_path=shown(path),
+            pages=pages,
+            status=outcome.status if outcome else "indexed",
+            message=unplaced(outcome.message) if outcome else "",
+            bad_pages=list(outcome.bad_pages) if outcome else [],
+        )
+
+    def document_out(doc_id: str) -> DocumentOut | None:
+        """The document's listing: its pages in the store, or its refusal; None if neither."""
+        stored = next((d for d in index.documents() if d.doc_id == doc_id), None)
+        if stored is not None:
+            return listed(doc_id, stored.doc_path, stored.n_pages)
+        outcome = index.outcome(doc_id)
+        if outcome is not None and outcome.status == "refused":
+            return listed(doc_id, outcome.path, outcome.pages)
+        return None
+
     @app.get("/documents", dependencies=guarded, responses=_errors())
     def documents() -> list[DocumentOut]:
-        return [
-            DocumentOut(doc_id=d.doc_id, doc_path=d.doc_path, pages=d.n_pages)
-            for d in index.documents()
+        """Every document, then every refused file with its reason (uploads too, also those
+        refused after their request timed out)."""
+        stored = index.documents()
+        ids = {d.doc_id for d in stored}
+        refused = [o for o in index.outcomes() if o.status == "refused" and o.doc_id not in ids]
+        return [listed(d.doc_id, d.doc_path, d.n_pages) for d in stored] + [
+            listed(o.doc_id, o.path, o.pages) for o in refused
         ]
 
-    @app.post("/documents", dependencies=guarded, status_code=201, responses=_errors(413, 422))
+    @app.get(
+        "/documents/{doc_id}/file",
+        dependencies=guarded,
+        response_class=Response,
+        responses={200: {"content": {"application/pdf": {}}}, **_errors(404)},
+    )
+    def document_file(doc_id: str) -> Response:
+        """The document's file as indexed (open it at a page with #page=N). Only bytes whose
+        content id is `doc_id` are sent: a file changed or replaced since it was indexed
+        answers 404, so no path the store names can serve anything but what was indexed."""
+        _check_id(doc_id, _DOC_ID, "document")
+        stored = next((d for d in index.documents() if d.doc_id == doc_id), None)
+        if stored is None:
+            raise HTTPException(404, f"no document '{doc_id}' in the index")
+        name = index.display_path(stored.doc_path).rsplit("/", 1)[-1]
+        try:
+            handle = Path(stored.doc_path).open("rb")  # noqa: SIM115 (the response closes it)
+        except OSError:
+            raise HTTPException(404, f"the file of '{name}' is gone since it was indexed") from None
+        if _content_id(handle) != doc_id:
+            handle.close()
+            raise HTTPException(404, f"the file of '{name}' has changed since it was indexed")
+        media = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return StreamingResponse(
+            _chunks(handle),
+            media_type=media,
+            headers={
+                "Content-Disposition": f"inline; filename*=UTF-8''{quote(name, safe='')}",
+                "ETag": f'"{doc_id}"',
+                "Cache-Control": "private, no-cache",
+            },
+        )
+
+    @app.post(
+        "/documents",
+        dependencies=guarded,
+        status_code=201,
+        response_model=UploadOut,
+        responses={207: {"model": UploadOut, "description": _ERROR_TEXT[207]}} | _errors(413, 422),
+    )
     def upload(
-        file: Annotated[UploadFile, File(description="a PDF")], response: Response
-    ) -> DocumentOut:
-        """Index an uploaded PDF before answering: 201, or 200 when its content is indexed
-        already."""
-        data = file.file.read(max_upload_mb * 2**20 + 1)
+        file: Annotated[list[UploadFile], File(description="one or more files, a part each")],
+        response: Response,
+    ) -> UploadOut | JSONResponse:
+        """Index every uploaded file before answering, each in its own part named `file`.
+
+        201: all indexed (200: all indexed already); 207: some indexed, some not; 422 (413 when
+        every file is too large): none indexed. Each answer lists every file's outcome."""
+        outcomes = [upload_one(part) for part in file]
+        good = [o for o in outcomes if o.status != "refused"]
+        if not good:
+            too_large = all(o.message.startswith("the upload exceeds") for o in outcomes)
+            detail = "; ".join(f"'{o.name}' cannot be indexed: {o.message}" for o in outcomes)
+            body = UploadOut(files=outcomes).model_dump()
+            return JSONResponse({"detail": detail, **body}, status_code=413 if too_large else 422)
+        if len(good) < len(outcomes):
+            response.status_code = 207
+        elif all(o.status == "known" for o in outcomes):
+            response.status_code = 200
+        return UploadOut(files=outcomes)
+
+    def upload_one(part: UploadFile) -> UploadedOut:
+        name = Path(part.filename or "upload.pdf").name or "upload.pdf"
+        data = part.file.read(max_upload_mb * 2**20 + 1)
         if len(data) > max_upload_mb * 2**20:
-            raise HTTPException(413, f"the upload exceeds {max_upload_mb} MB")
-        name = Path(file.filename or "upload.pdf").name or "upload.pdf"
-        digest = hashlib.sha256(data).hexdigest()[:16]
+            return UploadedOut(
+                name=name,
+                status="refused",
+                message=f"the upload exceeds {max_upload_mb} MB",
+                document=None,
+            )
+        digest = hashlib.sha256(data).hexdigest()[:DOC_ID_HEX]
         # Look, write and index under one lock: two uploads of one PDF (a double click) would
         # otherwise both find it missing and rewrite its file while the other indexes it, and
         # a delete of it racing this upload could take the file or the pages just indexed.
         with writing:
-            known = [d for d in index.documents() if d.doc_id == digest]
-            if known:  # already indexed (perhaps from its own folder): keep it where it is
-                response.status_code = 200
-                doc = known[0]
-                return DocumentOut(doc_id=digest, doc_path=doc.doc_path, pages=doc.n_pages)
+            if any(d.doc_id == digest for d in index.documents()):
+                # Indexed already (perhaps from its own folder): it stays where it is.
+                return UploadedOut(name=name, status="known", document=document_out(digest))
             uploads.mkdir(exist_ok=True)
             target = uploads / f"{digest}-{_safe_name(name)}"
             target.write_bytes(data)
-            report = index.add([target])
-            indexed = [d for d in index.documents() if d.doc_id == digest]
-        if report.skipped:
-            target.unlink(missing_ok=True)
-            reason = unplaced(report.skipped[0][1])
-            raise HTTPException(422, f"'{name}' cannot be indexed: {reason}")
-        doc = indexed[0]
-        return DocumentOut(doc_id=doc.doc_id, doc_path=doc.doc_path, pages=doc.n_pages)
+            index.add([target])
+            outcome = index.outcome(digest)
+            if outcome is not None and outcome.status == "refused":
+                target.unlink(missing_ok=True)  # its refusal stays listed, with its reason
+        document = document_out(digest)
+        if document is None or document.status == "refused":
+            reason = document.message if document else "no page of it could be read"
+            return UploadedOut(name=name, status="refused", message=reason, document=None)
+        return UploadedOut(
+            name=name, status=document.status, message=document.message, document=document
+        )
 
     @app.delete("/documents/{doc_id}", dependencies=guarded, responses=_errors(404, 422))
     def delete(doc_id: str) -> dict[str, str]:
@@ -372,11 +554,13 @@ def create_app(
         return ResultOut(
             page_id=hit.page_id,
             doc_id=hit.doc_id,
-            doc_path=hit.doc_path,
+            doc_path=shown(hit.doc_path),
             page=hit.page,
             score=round(hit.score, 5),
+            matched=hit.matched,
             image_url=f"/pages/{hit.page_id}/image",
             heatmap_url=f"/pages/{hit.page_id}/heatmap?{urlencode({'query': query})}",
+            file_url=f"/documents/{hit.doc_id}/file#page={hit.page}",
             evidence=None
             if evidence is None
             else EvidenceOut(
@@ -399,14 +583,33 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def _bearer(header: str | None) -> str | None:
-    if header and header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return None
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag` (weakly compared, as RFC 9110 asks)."""
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _content_id(handle: BinaryIO) -> str:
+    """The content id (as vdr.indexer.discover.content_id) of an open file, left at its start."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
+    handle.seek(0)
+    return digest.hexdigest()[:DOC_ID_HEX]
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        yield from iter(lambda: handle.read(1 << 20), b"")
 
 
 def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100] or "upload.pdf"
+    """`name` as a file name inside uploads/: no separators or control characters, at most
+    200 bytes; the rest (spaces, accents) kept, since it is the name the document shows."""
+    cleaned = re.sub(r"[\x00-\x1f\x7f/\\]+", "_", name).encode()[:200].decode(errors="ignore")
+    return cleaned.strip() or "upload.pdf"
 
 
 def _narrowed(image: Any, width: int | None) -> Any:
@@ -420,246 +623,4 @@ def _image_response(image: Any, kind: str) -> Response:
     buffer = io.BytesIO()
     image.save(buffer, format=kind, **({"quality": 85} if kind == "JPEG" else {}))
     media = "image/jpeg" if kind == "JPEG" else "image/png"
-    return Response(buffer.getvalue(), media_type=media, headers={"Cache-Control": "no-store"})
-
-
-def server_config(
-    app: ASGIApp, host: str, port: int, head_timeout_s: float = HEADER_TIMEOUT_S
-) -> uvicorn.Config:
-    """How `vdr serve` runs `app`: uvicorn over h11 with a deadline on request heads.
-
-    uvicorn offers a keep-alive timeout (an idle connection between requests is closed after
-    5 s) and h11's cap on a request head's size (16 KiB), but nothing bounds how long a head
-    may take to arrive; _H11WithHeadDeadline adds that (head_timeout_s).
-    """
-    protocol = type("H11Protocol", (_H11WithHeadDeadline,), {"head_timeout_s": head_timeout_s})
-    return uvicorn.Config(app, host=host, port=port, http=protocol, log_level="warning")
-
-
-class _H11WithHeadDeadline(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request head (request line and
-    headers) is not complete head_timeout_s after the connection opened or the previous response
-    ended. The clock is not reset by each byte, so trickling bytes (slowloris) does not keep a
-    connection open."""
-
-    head_timeout_s = HEADER_TIMEOUT_S
-    _head_deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._await_head()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # the head is in
-            self._stop_head_clock()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._await_head()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_clock()
-        super().connection_lost(exc)
-
-    def _await_head(self) -> None:
-        self._stop_head_clock()
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
-
-    def _stop_head_clock(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
-
-    def _head_too_slow(self) -> None:
-        self._head_deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.transport.close()
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    return next((value for key, value in scope["headers"] if key == name), None)
-
-
-async def _answer(
-    scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str], **extra: str
-) -> None:
-    """A JSON error answered from middleware, outside FastAPI's handlers."""
-    response = JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
-    await response(scope, _no_body, send)
-
-
-async def _no_body() -> Message:
-    return {"type": "http.disconnect"}
-
-
-class _BodyLimits:
-    """Refuses an oversized request before the app reads it.
-
-    A Content-Length over the limit answers 413 at once, without reading the body; a body
-    without one (chunked) is counted as it arrives and refused (413) as soon as it passes the
-    limit. Either way the connection is then closed, so the rest of the body is never read.
-    Limits: upload_bytes for POST /documents, MAX_JSON_BODY_BYTES for any other body,
-    MAX_QUERY_STRING_BYTES for the query string (414).
-    """
-
-    def __init__(self, app: ASGIApp, upload_bytes: int) -> None:
-        self.app = app
-        self.upload_bytes = upload_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if len(scope["query_string"]) > MAX_QUERY_STRING_BYTES:
-            detail = f"the query string is longer than {MAX_QUERY_STRING_BYTES} bytes"
-            await _answer(scope, send, 414, detail, {})
-            return
-        upload = scope["method"] == "POST" and scope["path"] == "/documents"
-        limit = self.upload_bytes if upload else MAX_JSON_BODY_BYTES
-        detail = (
-            f"the upload exceeds {(limit - MULTIPART_OVERHEAD_BYTES) // 2**20} MB"
-            if upload
-            else f"the request body exceeds {limit // 2**10} KiB"
-        )
-        length = _header(scope, b"content-length")
-        if length is not None and not length.isdigit():  # h11 refuses it; other servers may not
-            await _answer(
-                scope, send, 400, "Content-Length is not a number", {"connection": "close"}
-            )
-            return
-        if length is not None and int(length) > limit:
-            await _answer(scope, send, 413, detail, {"connection": "close"})
-            return
-        received = 0
-        refused = False
-
-        async def counted() -> Message:
-            nonlocal received, refused
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                refused = True
-                raise HTTPException(413, detail)  # FastAPI answers it as it reads the body
-            return message
-
-        async def closing(message: Message) -> None:
-            if refused and message["type"] == "http.response.start":
-                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
-            await send(message)
-
-        await self.app(scope, counted, closing)
-
-
-class _LateWork:
-    """Requests that outlived their deadline and run on, so that shutdown can wait for them."""
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def add(self, task: asyncio.Task[None]) -> None:
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def drain(self) -> None:
-        if self.tasks:
-            log.warning("waiting for %d requests past their deadline to finish", len(self.tasks))
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-class _Deadline:
-    """Answers 503 for a request not handled within timeout_s of its body's arrival, and 408
-    when its body pauses for longer than body_timeout_s.
-
-    Routes run in worker threads, which cannot be interrupted, so the request's work is not
-    cancelled: it runs on (held by `late`) and its own answer is dropped. An upload that outlives
-    the deadline is therefore indexed whole and appears in GET /documents once done.
-    """
-
-    def __init__(
-        self, app: ASGIApp, timeout_s: float, body_timeout_s: float, late: _LateWork
-    ) -> None:
-        self.app = app
-        self.timeout_s = timeout_s
-        self.body_timeout_s = body_timeout_s
-        self.late = late
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/healthz":
-            await self.app(scope, receive, send)
-            return
-        has_body = _header(scope, b"transfer-encoding") is not None or (
-            _header(scope, b"content-length") not in (None, b"0")
-        )
-        body_in = asyncio.Event()
-        if not has_body:
-            body_in.set()
-        started = abandoned = False
-
-        async def timed_receive() -> Message:
-            if body_in.is_set():  # after the body: a wait for disconnect, not bounded
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
-            except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
-                body_in.set()
-                raise HTTPException(
-                    408, f"the request body stalled for over {self.body_timeout_s:g} s"
-                ) from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_in.set()
-            return message
-
-        async def own_send(message: Message) -> None:
-            nonlocal started
-            if abandoned:
-                return
-            started = True
-            await send(message)
-
-        task = asyncio.ensure_future(self.app(scope, timed_receive, own_send))
-        body_wait = asyncio.ensure_future(body_in.wait())
-        await asyncio.wait({task, body_wait}, return_when=asyncio.FIRST_COMPLETED)
-        body_wait.cancel()
-        await asyncio.wait({task}, timeout=self.timeout_s)
-        if task.done() or started:  # in time, or already answering: see it through
-            await task
-            return
-        abandoned = True
-        self.late.add(task)
-        if scope["method"] == "POST" and scope["path"] == "/documents":
-            detail = (
-                f"the upload is still being indexed after {self.timeout_s:g} s; it goes on in "
-                "the background and GET /documents lists it once done"
-            )
-        else:
-            detail = f"the request took longer than {self.timeout_s:g} s, the server's limit"
-        await _answer(scope, send, 503, detail, {"retry-after": "5"})
-
-
-class _InternalErrors:
-    """The safety net: an exception no route turned into a 4xx answers 500 with an error id
-    and nothing of the exception (its text may hold paths); the trace is logged with the id."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched_send)
-        except Exception:
-            error_id = secrets.token_hex(4)
-            log.exception("error %s in %s %s", error_id, scope["method"], scope["path"])
-            if not started:
-                await _answer(scope, send, 500, "internal error", {}, error_id=error_id)
+    return Response(buffer.getvalue(), media_type=media)

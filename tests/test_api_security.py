@@ -318,14 +318,15 @@ def test_an_upload_name_never_places_the_file(
         "/documents", files={"file": (filename, pdf.read_bytes(), "application/pdf")}
     )
     assert response.status_code == 201, response.text
-    stored = Path(response.json()["doc_path"])
-    assert stored.parent == index.path / "uploads" and stored.exists()
+    doc = response.json()["files"][0]["document"]
+    (stored,) = (index.path / "uploads").glob(f"{doc['doc_id']}-*")
     assert "/" not in stored.name and "\x00" not in stored.name
+    assert "/" not in doc["doc_path"] and str(index.path) not in doc["doc_path"]
     for outside in ("escaped.pdf", "windows.pdf"):
         assert not (index.path.parent / outside).exists()
         assert not (index.path / outside).exists()
     assert not Path("/tmp/absolute.pdf").exists()
-    assert api.delete(f"/documents/{response.json()['doc_id']}").status_code == 200
+    assert api.delete(f"/documents/{doc['doc_id']}").status_code == 200
     assert not stored.exists()
 
 

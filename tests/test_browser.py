@@ -193,3 +193,113 @@ def test_upload_error_and_delete(tab: Page, tmp_path: Path) -> None:
     uploaded.get_by_test_id("delete-button").click()
     expect(documents).to_have_count(3)
     expect(message).to_contain_text("Deleted lighthouse_log.pdf")
+
+
+def test_two_files_uploaded_through_the_page_each_show_their_outcome(
+    tab: Page, tmp_path: Path
+) -> None:
+    """Two files picked at once: a PDF and a file that is no PDF. The PDF is indexed and
+    listed, the other is named with the server's reason; each has its line in the outcomes."""
+    expect = sync_api.expect
+    good = make_pdf(
+        tmp_path / "beekeeping.pdf", [[("Beekeeping hive inspection notes", 72, 90, 14)]]
+    )
+    second = make_pdf(tmp_path / "ferry.pdf", [[("Ferry timetable winter crossings", 72, 90, 14)]])
+    tab.get_by_test_id("upload-input").set_input_files([str(good), str(second)])
+    tab.get_by_test_id("upload-button").click()
+    outcomes = tab.get_by_test_id("upload-outcome")
+    expect(outcomes).to_have_count(2)
+    expect(outcomes.nth(0)).to_have_text("beekeeping.pdf: indexed (1 page)")
+    expect(outcomes.nth(1)).to_have_text("ferry.pdf: indexed (1 page)")
+    documents = tab.get_by_test_id("document")
+    expect(documents).to_have_count(5)
+
+    bogus = tmp_path / "minutes.pdf"
+    bogus.write_text("minutes of the meeting, not a PDF")
+    third = make_pdf(tmp_path / "quarry.pdf", [[("Quarry blasting schedule", 72, 90, 14)]])
+    tab.get_by_test_id("upload-input").set_input_files([str(bogus), str(third)])
+    tab.get_by_test_id("upload-button").click()
+    expect(outcomes).to_have_count(2)
+    expect(outcomes.nth(0)).to_have_attribute("data-status", "refused")
+    expect(outcomes.nth(0)).to_have_text(
+        "minutes.pdf: not indexed: not a PDF file: no PDF header, and poppler cannot read it"
+    )
+    expect(outcomes.nth(1)).to_have_text("quarry.pdf: indexed (1 page)")
+    expect(documents).to_have_count(6)
+    refused = tab.get_by_test_id("refused-document").filter(has_text="minutes.pdf")
+    expect(refused).to_have_count(1)
+    expect(refused).to_contain_text("not a PDF file")
+
+    for name in ("beekeeping.pdf", "ferry.pdf", "quarry.pdf"):
+        tab.once("dialog", lambda dialog: dialog.accept())
+        documents.filter(has_text=name).get_by_test_id("delete-button").click()
+    tab.once("dialog", lambda dialog: dialog.accept())
+    refused.get_by_test_id("delete-button").click()
+    expect(documents).to_have_count(3)
+    expect(refused).to_have_count(0)
+
+
+def test_the_url_keeps_the_search_and_the_open_page(tab: Page, server_url: str) -> None:
+    """A search puts its query in the URL; opening a result adds it; Back closes it; reloading
+    shows the same results; a hit links its PDF at its page; more pages page through."""
+    expect = sync_api.expect
+    tab.get_by_test_id("query-input").fill(QUERY)
+    tab.get_by_test_id("query-input").press("Enter")
+    results = tab.get_by_test_id("results").get_by_test_id("result")
+    expect(results.first).to_be_visible()
+    assert tab.url == f"{server_url}/?q=quarterly+generation+per+site"
+    first_pages = [r.get_attribute("data-page") for r in results.all()]
+
+    link = tab.get_by_test_id("pdf-link").first
+    top = results.first.get_attribute("data-page")
+    doc_id, page = top.rsplit("-", 1)
+    assert link.get_attribute("href") == f"/documents/{doc_id}/file#page={page}"
+    fetched = tab.request.get(
+        f"{server_url}/documents/{doc_id}/file", headers={"X-API-Key": API_KEY}
+    )
+    assert fetched.ok and fetched.body().startswith(b"%PDF-")
+
+    results.first.click()
+    expect(tab.get_by_test_id("page-view")).to_be_visible()
+    expect(tab).to_have_url(f"{server_url}/?q=quarterly+generation+per+site&open={top}")
+    tab.go_back()
+    expect(tab.get_by_test_id("page-view")).to_be_hidden()
+    expect(tab).to_have_url(f"{server_url}/?q=quarterly+generation+per+site")
+
+    tab.reload()  # the key lives in sessionStorage: the tab keeps it
+    expect(tab.get_by_test_id("query-input")).to_have_value(QUERY)
+    expect(results.first).to_be_visible()
+    assert [r.get_attribute("data-page") for r in results.all()] == first_pages
+
+    # Six sample pages fit one page of results: no pager. A URL asking for page 2 shows none.
+    expect(tab.get_by_test_id("next-results")).to_be_hidden()
+    tab.goto(f"{server_url}/?q=quarterly+generation+per+site&p=2")
+    expect(tab.locator("#summary")).to_contain_text("no")
+    expect(results).to_have_count(0)
+    expect(tab.get_by_test_id("prev-results")).to_be_hidden()
+
+
+def test_api_docs_render_offline_with_the_key_scheme(browser: Browser, server_url: str) -> None:
+    """/docs draws Swagger UI from vdr's own assets with every other host blocked, and its
+    Authorize dialog offers the API key."""
+    expect = sync_api.expect
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_loopback(route: sync_api.Route) -> None:
+        if route.request.url.startswith(server_url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_loopback)
+    docs = context.new_page()
+    docs.set_default_timeout(TIMEOUT_MS)
+    docs.goto(f"{server_url}/docs")
+    expect(docs.locator(".swagger-ui .information-container")).to_contain_text("vdr")
+    expect(docs.locator(".opblock-summary-path", has_text="/search")).to_be_visible()
+    docs.locator("button.authorize").click()
+    expect(docs.locator(".auth-container").first).to_contain_text("X-API-Key")
+    context.close()
+    assert outside == [], f"/docs reached outside the server: {outside}"

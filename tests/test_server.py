@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -111,7 +113,10 @@ def test_upload_search_and_delete(api: httpx.Client, tmp_path: Path) -> None:
         "/documents", files={"file": (pdf.name, pdf.read_bytes(), "application/pdf")}
     )
     assert response.status_code == 201, response.text
-    doc = response.json()
+    (uploaded,) = response.json()["files"]
+    assert (uploaded["name"], uploaded["status"]) == ("volcano notes.pdf", "indexed")
+    doc = uploaded["document"]
+    assert doc["doc_path"] == "volcano notes.pdf"  # an upload shows as its own name
     assert doc["pages"] == 2 and doc["doc_id"] in {
         d["doc_id"] for d in api.get("/documents").json()
     }
@@ -138,7 +143,7 @@ def test_one_pdf_uploaded_by_several_clients_at_once_is_indexed_once(
     # One indexes it; the others wait for it and find it indexed.
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200] * (UPLOADERS - 1) + [201], [a.text for a in answers]
-    doc_id = answers[0].json()["doc_id"]
+    (doc_id,) = {a.json()["files"][0]["document"]["doc_id"] for a in answers}
     assert [d["doc_id"] for d in api.get("/documents").json()].count(doc_id) == 1
     assert len(list((index.path / "uploads").glob(f"{doc_id}-*"))) == 1
     assert check(index).healthy
@@ -148,7 +153,7 @@ def test_one_pdf_uploaded_by_several_clients_at_once_is_indexed_once(
 
 @pytest.mark.parametrize(
     ("content", "words"),
-    [(b"just some notes", "not a PDF"), (b"%PDF-1.4\n" + b"\x00garbage" * 200, "corrupt")],
+    [(b"just some notes", "not a PDF"), (b"%PDF-1.4\n" + b"\x00garbage" * 200, "cut short")],
 )
 def test_bad_uploads_are_refused(api: httpx.Client, content: bytes, words: str) -> None:
     response = api.post("/documents", files={"file": ("bad.pdf", content, "application/pdf")})
@@ -216,5 +221,154 @@ def test_uploading_indexed_content_keeps_the_document_where_it_is(api: httpx.Cli
         "/documents", files={"file": ("copy.pdf", original.read_bytes(), "application/pdf")}
     )
     assert response.status_code == 200
-    assert response.json()["doc_path"] == str(original) and response.json()["pages"] == 3
+    (uploaded,) = response.json()["files"]
+    assert uploaded["status"] == "known"
+    assert uploaded["document"]["doc_path"] == "solar_report.pdf"  # where it was indexed from
+    assert uploaded["document"]["pages"] == 3
     assert api.get("/stats").json()["documents"] == 3
+
+
+def pdf_part(path: Path) -> tuple[str, tuple[str, bytes, str]]:
+    return ("file", (path.name, path.read_bytes(), "application/pdf"))
+
+
+def test_every_file_of_a_multi_file_upload_is_indexed(api: httpx.Client, tmp_path: Path) -> None:
+    first = make_pdf(
+        tmp_path / "tides.pdf", [[("spring tide tables for the estuary", 72, 100, 16)]]
+    )
+    second = make_pdf(tmp_path / "kiln.pdf", [[("pottery kiln firing schedule", 72, 100, 16)]] * 2)
+    response = api.post("/documents", files=[pdf_part(first), pdf_part(second)])
+    assert response.status_code == 201, response.text
+    files = response.json()["files"]
+    assert [(f["name"], f["status"], f["document"]["pages"]) for f in files] == [
+        ("tides.pdf", "indexed", 1),
+        ("kiln.pdf", "indexed", 2),
+    ]
+    assert top_page(api, "pottery kiln firing")["doc_path"] == "kiln.pdf"
+    assert top_page(api, "spring tide tables")["doc_path"] == "tides.pdf"
+    for f in files:
+        assert api.delete(f"/documents/{f['document']['doc_id']}").status_code == 200
+
+
+def test_a_good_and_a_bad_file_index_the_good_one_and_name_the_bad(
+    api: httpx.Client, tmp_path: Path
+) -> None:
+    good = make_pdf(tmp_path / "orchard.pdf", [[("apple orchard pruning calendar", 72, 100, 16)]])
+    response = api.post(
+        "/documents",
+        files=[
+            ("file", ("broken.pdf", b"%PDF-1.7\n" + b"\x00" * 500, "application/pdf")),
+            pdf_part(good),
+        ],
+    )
+    assert response.status_code == 207, response.text
+    bad, indexed = response.json()["files"]
+    assert (bad["name"], bad["status"], bad["document"]) == ("broken.pdf", "refused", None)
+    assert bad["message"] == "the file is cut short (it has no %%EOF end) and cannot be read"
+    assert indexed["status"] == "indexed" and indexed["document"]["doc_path"] == "orchard.pdf"
+    # The refusal stays listed with its reason, beside the documents.
+    listed = {d["doc_path"]: d for d in api.get("/documents").json()}
+    assert listed["broken.pdf"]["status"] == "refused"
+    assert listed["broken.pdf"]["message"] == bad["message"]
+    assert listed["orchard.pdf"]["status"] == "indexed"
+    # All bad: 422, every file named.
+    response = api.post(
+        "/documents",
+        files=[("file", ("a.pdf", b"notes", "text/plain")), ("file", ("b.pdf", b"", "x/y"))],
+    )
+    assert response.status_code == 422
+    assert [f["name"] for f in response.json()["files"]] == ["a.pdf", "b.pdf"]
+    assert "'a.pdf' cannot be indexed" in response.json()["detail"]
+    assert api.delete(f"/documents/{indexed['document']['doc_id']}").status_code == 200
+    # A refusal is forgotten like a document is deleted.
+    for entry in api.get("/documents").json():
+        if entry["status"] == "refused":
+            assert api.delete(f"/documents/{entry['doc_id']}").status_code == 200
+    assert all(d["status"] != "refused" for d in api.get("/documents").json())
+
+
+def test_paths_are_relative_to_the_folder_indexed_unless_asked(
+    api: httpx.Client, index: Index
+) -> None:
+    hit = top_page(api, "harbour dredging permit")
+    assert hit["doc_path"] == "scanned_letter.pdf"
+    listed = {d["doc_path"] for d in api.get("/documents").json() if d["status"] != "refused"}
+    assert {"solar_report.pdf", "bike_maintenance.pdf", "scanned_letter.pdf"} <= listed
+    assert not any(str(SAMPLES) in path for path in listed)
+    with (
+        running_server(create_app(index, absolute_paths=True)) as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+        answer = client.post("/search", json={"query": "harbour dredging permit", "k": 1})
+        assert answer.json()["results"][0]["doc_path"] == str(SAMPLES / "scanned_letter.pdf")
+
+
+def test_a_hit_links_its_file_at_the_page(api: httpx.Client) -> None:
+    hit = top_page(api, "harbour dredging permit")
+    assert hit["file_url"] == f"/documents/{hit['doc_id']}/file#page={hit['page']}"
+    response = api.get(hit["file_url"].split("#")[0])
+    assert response.status_code == 200 and response.headers["content-type"] == "application/pdf"
+    assert response.content == (SAMPLES / "scanned_letter.pdf").read_bytes()
+    assert api.get("/documents/0123456789abcdef/file").status_code == 404
+
+
+def test_search_pages_through_results_with_offset(api: httpx.Client) -> None:
+    query = {"query": "maintenance report permit solar"}
+    everything = api.post("/search", json={**query, "k": 6}).json()
+    pages = [r["page_id"] for r in everything["results"]]
+    assert len(pages) == 6 and not everything["more"]
+    first = api.post("/search", json={**query, "k": 4}).json()
+    second = api.post("/search", json={**query, "k": 4, "offset": 4}).json()
+    assert first["more"] and not second["more"] and second["offset"] == 4
+    assert [r["page_id"] for r in first["results"] + second["results"]] == pages
+    assert api.post("/search", json={**query, "k": 50, "offset": 60}).status_code == 422
+
+
+def test_page_images_are_cached_by_etag(api: httpx.Client) -> None:
+    hit = top_page(api, "brake pads")
+    for url in (hit["image_url"], hit["heatmap_url"]):
+        first = api.get(url)
+        etag = first.headers["etag"]
+        assert first.status_code == 200 and "max-age=" in first.headers["cache-control"]
+        again = api.get(url, headers={"If-None-Match": etag})
+        assert again.status_code == 304 and not again.content
+        assert api.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+    heatmaps = {api.get(hit["heatmap_url"] + f"&token={t}").headers["etag"] for t in (0, 1)}
+    assert len(heatmaps) == 2  # each word's map is its own image
+
+
+def test_each_request_is_logged_with_route_status_and_time(
+    api: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="vdr.access"):
+        page_id = top_page(api, "brake pads")["page_id"]
+        api.get(f"/pages/{page_id}/image")
+        api.get("/pages/0000000000000000-1/image")
+    lines = [r.getMessage() for r in caplog.records if r.name == "vdr.access"]
+    assert any(re.fullmatch(r"POST /search 200 [0-9.]+ ms", line) for line in lines), lines
+    assert any(re.fullmatch(r"GET /pages/\{page_id\}/image 200 [0-9.]+ ms", line) for line in lines)
+    assert any(re.fullmatch(r"GET /pages/\{page_id\}/image 404 [0-9.]+ ms", line) for line in lines)
+    assert not any(page_id in line for line in lines)  # ids stay out of the log
+
+
+def test_the_schema_declares_the_api_key_and_docs_need_no_network(index: Index) -> None:
+    with (
+        running_server(create_app(index, api_key=API_KEY)) as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+        schema = client.get("/openapi.json").json()
+        schemes = schema["components"]["securitySchemes"]
+        assert schemes["APIKeyHeader"] == {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "the server's key (VDR_API_KEY)",
+        }
+        assert schemes["HTTPBearer"]["scheme"] == "bearer"
+        assert {"APIKeyHeader": []} in schema["paths"]["/search"]["post"]["security"]
+        assert "security" not in schema["paths"]["/healthz"]["get"]
+        docs = client.get("/docs").text
+        assets = re.findall(r"""(?:src|href)=["']([^"']+\.(?:js|css))["']""", docs)
+        assert assets and all(a.startswith("/") for a in assets), assets  # none from a CDN
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
