@@ -319,7 +319,7 @@ BAD_KINDS = (
         page_tree_loop,
         1,
         "noted",
-        "page 2 cannot be read",
+        "page 2 of 2 cannot be read",
     ),
     BadKind(
         "bomb_tree_doubling.pdf",
@@ -335,7 +335,7 @@ BAD_KINDS = (
         one_bad_page,
         ONE_BAD_PAGE_OF - 1,
         "noted",
-        "page 3 cannot be read",
+        "page 3 of 5 cannot be read",
     ),
     BadKind(
         "offset_header.pdf",

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from vdr import Index
+from vdr.catalog import document_statuses
 from vdr.cli import _parser, main
 from vdr.encoders.textgrid import TextGridEncoder
 from vdr.server.app import MAX_JSON_BODY_BYTES, create_app, server_config
@@ -227,11 +228,20 @@ def test_a_request_past_its_deadline_answers_503_and_an_upload_still_lands(
                 "/documents", files={"file": (pdf.name, pdf.read_bytes(), "application/pdf")}
             )
             assert upload.status_code == 503 and "background" in upload.json()["detail"]
-        # Stopped at once, the server first let the upload finish: `vdr serve` closes the
+            cut = pdf.read_bytes()[:400]  # refused in the background, after the 503
+            upload = client.post("/documents", files={"file": ("cut.pdf", cut, "application/pdf")})
+            assert upload.status_code == 503
+        # Stopped at once, the server first let the uploads finish: `vdr serve` closes the
         # index next, and the upload is whole in it.
         (doc,) = [d for d in index.documents() if d.doc_path.endswith("late.pdf")]
         assert doc.n_pages == 3 and index.store.count() == 2 + 3
         assert index.search("glacier survey", k=1)[0].doc_id == doc.doc_id
+        # The refusal is kept with its reason, where `vdr docs` and GET /documents read it.
+        (cut_short,) = [s for s in document_statuses(index) if s.path.endswith("cut.pdf")]
+        assert (cut_short.status, cut_short.message) == (
+            "refused",
+            "the file is cut short (it has no %%EOF end) and cannot be read",
+        )
 
 
 def test_a_stalled_body_answers_408(index: Index) -> None:
