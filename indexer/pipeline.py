@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from vdr.encoders.base import Encoder
 from vdr.errors import BadDocument
+from vdr.figures import figure_words
 from vdr.indexer.discover import content_id, discover, is_under
 from vdr.indexer.documents import OpenedDocument, open_document
 from vdr.indexer.ocr import OCR_DPI, ocr_words
@@ -79,6 +80,7 @@ def index_paths(
     *,
     ocr: bool = True,
     pool_factor: int = 1,
+    figures: bool = False,
     progress: bool = True,
     passwords: Sequence[str] = (),
 ) -> IndexReport:
@@ -91,6 +93,8 @@ def index_paths(
                  examined again (but an encrypted one is, when passwords are given).
     ocr:         read pages without a text layer by OCR when the encoder uses words.
     pool_factor: keep ~1/pool_factor of each page's vectors (hierarchical token pooling).
+    figures:     add words describing each page's figures (vdr.figures) when the encoder
+                 uses words.
     passwords:   tried on encrypted PDFs.
     A bad file is recorded in IndexReport.skipped with its reason, a bad page in
     IndexReport.notes; the rest go on.
@@ -137,7 +141,16 @@ def index_paths(
             notes: list[str] = []
             try:
                 bad = _index_document(
-                    doc_id, opened, encoder, store, images, ocr, pool_factor, bar, notes.append
+                    doc_id,
+                    opened,
+                    encoder,
+                    store,
+                    images,
+                    ocr,
+                    pool_factor,
+                    figures,
+                    bar,
+                    notes.append,
                 )
             except BadDocument as error:
                 store.delete_documents([doc_id])
@@ -296,6 +309,7 @@ def _index_document(
     images: PageImages,
     ocr: bool,
     pool_factor: int,
+    figures: bool,
     bar: tqdm,
     note: Callable[[str], None],
 ) -> dict[int, str]:
@@ -360,6 +374,8 @@ def _index_document(
                 words = text.words
                 if not words and ocr and encoder.uses_words:
                     words = _ocr(opened, page_number)
+                if figures and encoder.uses_words:
+                    words = words + figure_words(image, words)
                 pages[page_number] = Page(image=image, words=words, size=text.size)
             records = [
                 PageRecord(

@@ -138,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
         help="do not optimize even when due (at scale it takes minutes to an hour): for runs "
         "that will be followed by more, then one `vdr optimize`",
     )
+    index.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        default=None,
+        help="do not describe figures (their kind and colours) in a new index",
+    )
     index.set_defaults(run=_index)
 
     search = command("search", "Search indexed pages by text.")
@@ -292,6 +299,7 @@ def _open(args: argparse.Namespace, folder: Path | None = None, create: bool = F
         batch_size=args.batch_size,
         pool_factor=getattr(args, "pool_factor", None),
         storage=getattr(args, "storage", None),
+        figures=getattr(args, "figures", None),
         qdrant_api_key=os.environ.get("VDR_QDRANT_API_KEY"),
         create=create,
         rerank=args.rerank,

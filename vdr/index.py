@@ -100,6 +100,9 @@ class Index:
     storage:    how the vectors are kept on disk: "float32", "float16", "int8" or "binary"
                 (vdr.storage); fixed when the index is created (default float32),
                 another value is refused later.
+    figures:    describe each page's figures (vdr.figures: their kind and colours, as words
+                spread over the figure) for encoders that read words; fixed when the index
+                is created (default True; indexes made before figures were described: False).
     create:     make a new index when `path` holds none (otherwise NotFound).
     rerank:     who reranks the first stage's candidates exactly: "qdrant" (Qdrant's own, next
                 to its storage), "vdr" (our MaxSim kernels on every page's vectors kept in
@@ -121,6 +124,7 @@ class Index:
         create: bool = True,
         rerank: str = "auto",
         storage: str | None = None,
+        figures: bool | None = None,
     ) -> None:
         _check_rerank(rerank)
         self.path = Path(path).expanduser().absolute()
@@ -136,11 +140,12 @@ class Index:
         self._queries_lock = threading.Lock()
         self._lock = _lock(self.path)
         try:
-            manifest = self._manifest(model, qdrant_url, pool_factor, storage)
+            manifest = self._manifest(model, qdrant_url, pool_factor, storage, figures)
             self._manifest_fields = manifest
             self.model: str = manifest["model"]
             self.pool_factor: int = manifest["pool_factor"]
             self.storage: str = manifest["storage"]
+            self.figures: bool = manifest["figures"]
             self.qdrant_url: str | None = manifest["qdrant_url"]
             self._dim: int = manifest["dim"]
             self.store = open_store(
@@ -208,6 +213,7 @@ class Index:
             self.images,
             self.ledger,
             pool_factor=self.pool_factor,
+            figures=self.figures,
             progress=progress,
             passwords=passwords,
         )
@@ -456,6 +462,7 @@ class Index:
         qdrant_url: str | None,
         pool_factor: int | None,
         storage: str | None,
+        figures: bool | None,
     ) -> dict[str, Any]:
         file = self.path / MANIFEST
         if file.exists():
@@ -486,6 +493,13 @@ class Index:
                     f"the index at '{self.path}' stores its vectors as {manifest['storage']}, "
                     f"not {storage}; use another --index folder for another storage"
                 )
+            manifest.setdefault("figures", False)  # indexes made before figures were described
+            if figures is not None and figures != manifest["figures"]:
+                raise VdrError(
+                    f"the index at '{self.path}' was built "
+                    f"{'with' if manifest['figures'] else 'without'} figure descriptions; use "
+                    "another --index folder to build it the other way"
+                )
             return manifest
         if pool_factor is not None and pool_factor < 1:
             raise VdrError(f"the pool factor must be at least 1, not {pool_factor}")
@@ -501,6 +515,7 @@ class Index:
             "qdrant_url": qdrant_url,
             "pool_factor": pool_factor or 1,
             "storage": storage or DEFAULT_STORAGE,
+            "figures": True if figures is None else figures,
             "pages_since_optimize": 0,
         }
         _write_manifest(file, manifest)

@@ -15,11 +15,17 @@ class Word:
          so that it maps onto any rendering and any patch grid of the page.
     block: index of the text block (paragraph, OCR line) the word belongs to; words of one
            block are encoded together, in reading order, so each word sees its context.
+           Negative for the words describing a figure (vdr.figures): their box is the whole
+           figure, and an encoder spreads them over every patch of it.
     """
 
     text: str
     box: tuple[float, float, float, float]
     block: int
+
+    @property
+    def describes_figure(self) -> bool:
+        return self.block < 0
 
 
 @dataclass(frozen=True)

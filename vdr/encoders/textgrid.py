@@ -127,8 +127,13 @@ class TextGridEncoder(Encoder):
         patches: list[list[int]] = [[] for _ in pages]
         for window, states in zip(windows, self._encode_windows(windows), strict=True):
             rows, cols = grids[window.page]
-            vectors[window.page].append(states)
-            patches[window.page].extend(_piece_patches(window, rows, cols))
+            if window.words[0].describes_figure:
+                pieces, cells = _figure_tiles(window, rows, cols)
+                vectors[window.page].append(states[pieces])
+                patches[window.page].extend(cells)
+            else:
+                vectors[window.page].append(states)
+                patches[window.page].extend(_piece_patches(window, rows, cols))
         return [
             PageEmbedding(
                 vectors=l2_normalise(np.concatenate(v))
@@ -266,6 +271,22 @@ def _piece_patches(window: _Window, rows: int, cols: int) -> list[int]:
         col = min(cols - 1, max(0, int(x * cols)))
         patches.append(row * cols + col)
     return patches
+
+
+def _figure_tiles(window: _Window, rows: int, cols: int) -> tuple[list[int], list[int]]:
+    """A figure description's pieces tiled over every patch its box covers: (piece index,
+    row-major patch index) pairs, one per patch, each row holding every piece in turn, so
+    that any part of the figure carries what the whole shows."""
+    x0, y0, x1, y1 = window.words[0].box
+    first_row, last_row = int(y0 * rows), min(rows - 1, max(int(y0 * rows), int(y1 * rows) - 1))
+    first_col, last_col = int(x0 * cols), min(cols - 1, max(int(x0 * cols), int(x1 * cols) - 1))
+    n = len(window.piece_ids)
+    pieces, cells = [], []
+    for row in range(first_row, last_row + 1):
+        for col in range(first_col, last_col + 1):
+            pieces.append((row - first_row + col - first_col) % n)
+            cells.append(row * cols + col)
+    return pieces, cells
 
 
 def _stop_words(tokens: Sequence[str]) -> np.ndarray:
