@@ -72,7 +72,9 @@ class TextGridEncoder(Encoder):
     """MiniLM over the page's words; vectors placed on a grid of ~1024 square patches.
 
     Pages: reads Page.words and Page.size, never the pixels. A page without words gives an
-    empty embedding (n = 0).
+    empty embedding (n = 0). The words describing a figure (Word.describes_figure, added by
+    the indexer from vdr.figures) are encoded as one block and tiled over every patch of
+    the figure's box, a piece a patch.
     Queries: one vector per word piece (the first MAX_TOKENS - 2); [CLS] and [SEP] are
     masked out.
     Vectors are 384-d float32, L2-normalised, whatever the compute dtype.
