@@ -1,13 +1,14 @@
-"""Figure descriptions on and off, on the generated validation set and on the dev set: nDCG@5
-by query type, indexing pages/s and search ms per query, both configurations in one run.
+"""Figure descriptions, component by component, on the generated validation set and on the
+dev set: nDCG@5 by query type, indexing pages/s and search ms per query, in one run.
 
     python benches/figures.py [--validation DIR] [--dev DIR]
 
 --validation: a set written by benches/visual_set.py (default: written now into a temporary
 folder, with its default seed). --dev: the dev set (default ../shared/bench/dev), evaluated
-only: nothing here is chosen on it. Each set is indexed twice into fresh temporary indexes
-(`figures=False`, today's default before figures were described, then `figures=True`) by
-the same process, after one warm-up index of a single document that loads the models.
+only: nothing here is chosen on it. Each set is indexed into a fresh temporary index per
+description (vdr.figures.FIGURES: "none", the default before figures were described; "kind",
+kind and colours; "kind+text", with caption and labels) by the same process, after one
+warm-up index of a single document that loads the models.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vdr.eval import evaluate
+from vdr.figures import FIGURES
 from vdr.index import Index
 
 from index_throughput import DEFAULT_PDFS, machine
@@ -29,7 +31,7 @@ from index_throughput import DEFAULT_PDFS, machine
 TYPES = ("extractive", "non_extractive", "visual")
 
 
-def measure(set_dir: Path, folder: Path, figures: bool) -> dict:
+def measure(set_dir: Path, folder: Path, figures: str) -> dict:
     """nDCG@5 overall and by type, pages/s of indexing the set, ms per search."""
     with Index(folder, figures=figures) as index:
         started = time.perf_counter()
@@ -61,7 +63,7 @@ def main() -> None:
             warm.add([next((args.dev / "pdfs").glob("*.pdf"))])
         rows = []
         for name, set_dir in (("validation (generated)", validation), ("dev", args.dev)):
-            for figures in (False, True):
+            for figures in FIGURES:
                 folder = root / f"{set_dir.name}-{figures}"
                 rows.append((name, figures, measure(set_dir, folder, figures)))
     print(
@@ -76,7 +78,7 @@ def main() -> None:
     for name, figures, m in rows:
         cells = " | ".join("-" if m[t] is None else f"{m[t]:.3f}" for t in ("all", *TYPES))
         print(
-            f"| {name} | {'on' if figures else 'off'} | {m['n']} | {cells} "
+            f"| {name} | {figures} | {m['n']} | {cells} "
             f"| {m['pages_per_s']:.2f} | {m['query_ms']:.0f} |"
         )
 

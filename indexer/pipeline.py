@@ -80,7 +80,7 @@ def index_paths(
     *,
     ocr: bool = True,
     pool_factor: int = 1,
-    figures: bool = False,
+    figures: str = "none",
     progress: bool = True,
     passwords: Sequence[str] = (),
 ) -> IndexReport:
@@ -93,8 +93,8 @@ def index_paths(
                  examined again (but an encrypted one is, when passwords are given).
     ocr:         read pages without a text layer by OCR when the encoder uses words.
     pool_factor: keep ~1/pool_factor of each page's vectors (hierarchical token pooling).
-    figures:     add words describing each page's figures (vdr.figures) when the encoder
-                 uses words.
+    figures:     "kind" or "kind+text": add words describing each page's figures
+                 (vdr.figures.figure_words) when the encoder uses words; "none": do not.
     passwords:   tried on encrypted PDFs.
     A bad file is recorded in IndexReport.skipped with its reason, a bad page in
     IndexReport.notes; the rest go on.
@@ -309,7 +309,7 @@ def _index_document(
     images: PageImages,
     ocr: bool,
     pool_factor: int,
-    figures: bool,
+    figures: str,
     bar: tqdm,
     note: Callable[[str], None],
 ) -> dict[int, str]:
@@ -374,8 +374,8 @@ def _index_document(
                 words = text.words
                 if not words and ocr and encoder.uses_words:
                     words = _ocr(opened, page_number)
-                if figures and encoder.uses_words:
-                    words = words + figure_words(image, words)
+                if figures != "none" and encoder.uses_words:
+                    words = words + figure_words(image, words, with_text=figures == "kind+text")
                 pages[page_number] = Page(image=image, words=words, size=text.size)
             records = [
                 PageRecord(

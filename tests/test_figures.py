@@ -22,9 +22,10 @@ from reportlab.pdfgen.canvas import Canvas
 from vdr import Index
 from vdr.cli import main
 from vdr.encoders.textgrid import TextGridEncoder
-from vdr.figures import find_regions
+from vdr.errors import VdrError
 from vdr.figures.classifier import FigureClassifier, shipped
 from vdr.figures.describe import colour_names
+from vdr.figures.regions import find_regions
 from vdr.figures.synthetic import KINDS
 from vdr.indexer.documents import open_document
 
@@ -130,6 +131,11 @@ def test_a_query_describing_the_chart_lights_it_and_its_evidence_names_it(
     assert {"bar", "chart", "blue", "red"} <= set(hit["evidence"]["words"])
     with Index(Path(index_dir)) as index:
         maps = index.similarity("bar chart", hit["page_id"])
+        described = [w.text for w in index.page(hit["page_id"]).words if w.describes_figure]
+    # kind and colours, then the caption without its label, then the chart's own labels
+    assert described[:2] == ["bar", "chart"] and {"blue", "red"} <= set(described[2:5])
+    assert "Vessels per quay over the last season." in " ".join(described)
+    assert "Figure" not in described and {"north", "centre"} <= set(described)
     whole = maps.whole_query()  # [rows, cols], NaN where a patch has no vectors
     rows, cols = whole.shape
     x0, y0, x1, y1 = chart_box()
@@ -157,12 +163,12 @@ def test_an_index_without_figure_descriptions_says_so(
     folder = tmp_path / "pdfs"
     folder.mkdir()
     chart_page(folder / "quays.pdf", "bar")
-    with Index(tmp_path / "index", figures=False) as index:
+    with Index(tmp_path / "index", figures="none") as index:
         index.add([folder])
         (hit,) = index.search("bar chart in blue and red", k=1)
         assert "chart" not in hit.evidence.words
-    with pytest.raises(Exception, match="built without figure descriptions"):
-        Index(tmp_path / "index", figures=True)
+    with pytest.raises(VdrError, match="describes figures as 'none', not 'kind'"):
+        Index(tmp_path / "index", figures="kind")
 
 
 def test_the_train_command_writes_weights_the_classifier_loads(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdr.errors import VdrError
+from vdr.figures import DEFAULT_FIGURES, FIGURES
 from vdr.storage import DEFAULT_STORAGE, STORAGES
 
 if TYPE_CHECKING:
@@ -139,11 +140,10 @@ def _parser() -> argparse.ArgumentParser:
         "that will be followed by more, then one `vdr optimize`",
     )
     index.add_argument(
-        "--no-figures",
-        dest="figures",
-        action="store_false",
-        default=None,
-        help="do not describe figures (their kind and colours) in a new index",
+        "--figures",
+        choices=FIGURES,
+        help="how a new index describes each page's figures: not at all, by kind and colours, "
+        f"or with their caption and labels too (default {DEFAULT_FIGURES})",
     )
     index.set_defaults(run=_index)
 

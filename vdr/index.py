@@ -36,6 +36,7 @@ from PIL import Image
 from vdr.encoders import DEFAULT_MODEL, Encoder, QueryEmbedding, canonical_name, load_encoder
 from vdr.encoders.base import resolve_device
 from vdr.errors import IndexLocked, ModelMismatch, NotFound, UnknownId, VdrError
+from vdr.figures import DEFAULT_FIGURES, FIGURES
 from vdr.heatmap import SimilarityMaps, group_word_pieces, map_tokens, similarity_maps
 from vdr.indexer.pipeline import IndexReport, index_paths
 from vdr.ledger import FileOutcome, Ledger
@@ -100,9 +101,11 @@ class Index:
     storage:    how the vectors are kept on disk: "float32", "float16", "int8" or "binary"
                 (vdr.storage); fixed when the index is created (default float32),
                 another value is refused later.
-    figures:    describe each page's figures (vdr.figures: their kind and colours, as words
-                spread over the figure) for encoders that read words; fixed when the index
-                is created (default True; indexes made before figures were described: False).
+    figures:    how each page's figures are described, for encoders that read words
+                (vdr.figures.FIGURES): "none", "kind" (its kind and colours, as words spread
+                over the figure) or "kind+text" (and its caption and labels); fixed when the
+                index is created (default "kind+text"; indexes made before figures were
+                described: "none"), another value is refused later.
     create:     make a new index when `path` holds none (otherwise NotFound).
     rerank:     who reranks the first stage's candidates exactly: "qdrant" (Qdrant's own, next
                 to its storage), "vdr" (our MaxSim kernels on every page's vectors kept in
@@ -124,7 +127,7 @@ class Index:
         create: bool = True,
         rerank: str = "auto",
         storage: str | None = None,
-        figures: bool | None = None,
+        figures: str | None = None,
     ) -> None:
         _check_rerank(rerank)
         self.path = Path(path).expanduser().absolute()
@@ -145,7 +148,7 @@ class Index:
             self.model: str = manifest["model"]
             self.pool_factor: int = manifest["pool_factor"]
             self.storage: str = manifest["storage"]
-            self.figures: bool = manifest["figures"]
+            self.figures: str = manifest["figures"]
             self.qdrant_url: str | None = manifest["qdrant_url"]
             self._dim: int = manifest["dim"]
             self.store = open_store(
@@ -462,7 +465,7 @@ class Index:
         qdrant_url: str | None,
         pool_factor: int | None,
         storage: str | None,
-        figures: bool | None,
+        figures: str | None,
     ) -> dict[str, Any]:
         file = self.path / MANIFEST
         if file.exists():
@@ -493,16 +496,17 @@ class Index:
                     f"the index at '{self.path}' stores its vectors as {manifest['storage']}, "
                     f"not {storage}; use another --index folder for another storage"
                 )
-            manifest.setdefault("figures", False)  # indexes made before figures were described
+            manifest.setdefault("figures", "none")  # made before figures were described
             if figures is not None and figures != manifest["figures"]:
                 raise VdrError(
-                    f"the index at '{self.path}' was built "
-                    f"{'with' if manifest['figures'] else 'without'} figure descriptions; use "
-                    "another --index folder to build it the other way"
+                    f"the index at '{self.path}' describes figures as '{manifest['figures']}', "
+                    f"not '{figures}'; use another --index folder for another description"
                 )
             return manifest
         if pool_factor is not None and pool_factor < 1:
             raise VdrError(f"the pool factor must be at least 1, not {pool_factor}")
+        if figures is not None and figures not in FIGURES:
+            raise VdrError(f"figures are described as {', '.join(FIGURES)}, not '{figures}'")
         check_storage(storage or DEFAULT_STORAGE)
         encoder = self._encoder = load_encoder(
             canonical_name(model or DEFAULT_MODEL), *self._compute
@@ -515,7 +519,7 @@ class Index:
             "qdrant_url": qdrant_url,
             "pool_factor": pool_factor or 1,
             "storage": storage or DEFAULT_STORAGE,
-            "figures": True if figures is None else figures,
+            "figures": DEFAULT_FIGURES if figures is None else figures,
             "pages_since_optimize": 0,
         }
         _write_manifest(file, manifest)
