@@ -117,12 +117,20 @@ SECTIONS: dict[str, tuple[str, list[str]]] = {
         ["benches/kill_index.py", "--kills", "20"],
     ),
     "bad_pdfs": (
-        "Bad input: a folder of broken, hostile and huge PDFs beside good ones",
+        "Bad input: a folder of broken, hostile, huge and real-world-damaged PDFs beside good ones",
         ["benches/bad_pdfs.py"],
     ),
     "load_search": (
         "Search under load while another process uploads and deletes",
         ["benches/load_search.py", "--clients", "32", "--seconds", "60"],
+    ),
+    "no_match": (
+        "The no-match threshold: fitted on generated documents, checked on the dev set",
+        ["benches/no_match.py"],
+    ),
+    "figures": (
+        "Figure descriptions, component by component: the generated validation set and the dev set",
+        ["benches/figures.py"],
     ),
 }
 HEADER = """# Benchmarks

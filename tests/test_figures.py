@@ -132,10 +132,7 @@ def test_a_query_describing_the_chart_lights_it_and_its_evidence_names_it(
     with Index(Path(index_dir)) as index:
         maps = index.similarity("bar chart", hit["page_id"])
         described = [w.text for w in index.page(hit["page_id"]).words if w.describes_figure]
-    # kind and colours, then the caption without its label, then the chart's own labels
-    assert described[:2] == ["bar", "chart"] and {"blue", "red"} <= set(described[2:5])
-    assert "Vessels per quay over the last season." in " ".join(described)
-    assert "Figure" not in described and {"north", "centre"} <= set(described)
+    assert described[:2] == ["bar", "chart"] and {"blue", "red"} <= set(described[2:])
     whole = maps.whole_query()  # [rows, cols], NaN where a patch has no vectors
     rows, cols = whole.shape
     x0, y0, x1, y1 = chart_box()
@@ -154,6 +151,23 @@ def test_a_query_describing_the_chart_lights_it_and_its_evidence_names_it(
     h, w = changed.shape
     # the overlay colours most of the chart
     assert changed[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)].mean() > 0.5
+
+
+def test_kind_and_text_adds_the_caption_and_the_labels(
+    tmp_path: Path, encoder: TextGridEncoder
+) -> None:
+    del encoder
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    chart_page(folder / "quays.pdf", "bar")
+    with Index(tmp_path / "index", figures="kind+text") as index:
+        index.add([folder])
+        (doc,) = index.documents()
+        described = [w.text for w in index.page(f"{doc.doc_id}-1").words if w.describes_figure]
+    # kind and colours, then the caption without its label, then the chart's own labels
+    assert described[:2] == ["bar", "chart"] and {"blue", "red"} <= set(described[2:5])
+    assert "Vessels per quay over the last season." in " ".join(described)
+    assert "Figure" not in described and {"north", "centre"} <= set(described)
 
 
 def test_an_index_without_figure_descriptions_says_so(

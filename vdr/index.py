@@ -104,7 +104,7 @@ class Index:
     figures:    how each page's figures are described, for encoders that read words
                 (vdr.figures.FIGURES): "none", "kind" (its kind and colours, as words spread
                 over the figure) or "kind+text" (and its caption and labels); fixed when the
-                index is created (default "kind+text"; indexes made before figures were
+                index is created (default "kind"; indexes made before figures were
                 described: "none"), another value is refused later.
     create:     make a new index when `path` holds none (otherwise NotFound).
     rerank:     who reranks the first stage's candidates exactly: "qdrant" (Qdrant's own, next

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 # How an index describes figures: not at all, by kind and colours, or with their text too.
 # (This module stays light to import: the CLI reads these; torch and scipy load on use.)
 FIGURES = ("none", "kind", "kind+text")
-DEFAULT_FIGURES = "kind+text"
+# "kind": adding the caption and labels lost 0.013 nDCG@5 on visual queries of the generated
+# validation set (benches/figures.py, BENCHMARKS.md).
+DEFAULT_FIGURES = "kind"
 
 # A caption starts with one of these labels (and usually a number): "Figure 3.", "Fig. 2:".
 _CAPTION_LABEL = re.compile(r"^(figure|fig\.?|table|chart|graph|plate|diagram|exhibit)$", re.I)
