@@ -479,8 +479,11 @@ def _poppler(
 _DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
 # Bytes of a poppler tool's stderr kept from its start, and from its end.
 STDERR_KEPT = 1 << 16
-# How poppler says it could not allocate (gmem's messages, C++'s bad_alloc).
-_OUT_OF_MEMORY = re.compile(rb"bad_alloc|[Oo]ut of memory|[Bb]ogus memory allocation")
+# How poppler says it could not allocate (gmem's messages, C++'s bad_alloc), or Fontconfig
+# inside it (its parser's buffer), before it crashes.
+_OUT_OF_MEMORY = re.compile(
+    rb"bad_alloc|[Oo]ut of memory|[Bb]ogus memory allocation|cannot get parse buffer"
+)
 
 
 def _exit_reason(returncode: int) -> str:

@@ -107,6 +107,27 @@ def test_a_chart_is_found_where_it_is_drawn_and_named(kind: str, tmp_path: Path)
     assert expected <= set(colour_names(crop))
 
 
+@pytest.mark.parametrize(
+    ("rgb", "name"),
+    [
+        ((214, 39, 40), "red"),
+        ((232, 163, 23), "orange"),  # the sample report's amber bars
+        ((255, 127, 14), "orange"),
+        ((242, 208, 34), "yellow"),
+        ((44, 160, 44), "green"),
+        ((31, 95, 191), "blue"),
+        ((140, 63, 191), "purple"),
+        ((120, 70, 20), "brown"),
+        ((128, 128, 128), "grey"),
+        ((17, 17, 17), "black"),
+    ],
+)
+def test_colours_are_named_as_people_name_them(rgb: tuple[int, int, int], name: str) -> None:
+    patch = Image.new("RGB", (60, 60), "white")
+    patch.paste(rgb, (10, 10, 50, 50))  # paper around it is never a colour
+    assert colour_names(patch) == (name,)
+
+
 def test_a_page_of_text_has_no_figure(tmp_path: Path) -> None:
     canvas = Canvas(str(tmp_path / "text.pdf"), pagesize=A4, invariant=1)
     canvas.setFont("Helvetica", 11)

@@ -20,7 +20,7 @@ MAX_COLOURS = 3
 # Hue ranges (degrees) of the colour names people use for charts.
 _HUES = (
     (15, "red"),
-    (40, "orange"),
+    (45, "orange"),
     (70, "yellow"),
     (165, "green"),
     (195, "cyan"),
