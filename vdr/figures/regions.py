@@ -18,8 +18,8 @@ from scipy import ndimage
 
 from vdr.pages import Word
 
-# Working width of the page image: ~1/4 of a 150 dpi A4 rendering; fine enough for a figure's
-# outline, coarse enough to take a few ms.
+# Working width of the page image (about; it is reduced by a whole factor): ~1/4 of a 150 dpi
+# A4 rendering, fine enough for a figure's outline, coarse enough to take a few ms.
 WORK_WIDTH = 320
 # A pixel is ink when it differs from the page's background by this much (0-255), in grey
 # level or in colour.
@@ -42,10 +42,8 @@ class Region:
 
 def find_regions(image: Image.Image, words: Sequence[Word]) -> list[Region]:
     """The figure regions of a page, top to bottom; none on a page of text alone."""
-    scale = WORK_WIDTH / image.width
-    small = image.convert("RGB").resize(
-        (WORK_WIDTH, max(1, round(image.height * scale))), Image.BILINEAR, reducing_gap=2.0
-    )
+    factor = max(1, round(image.width / WORK_WIDTH))
+    small = image.convert("RGB").reduce(factor)  # a box filter: ~5x faster than resize
     pixels = np.asarray(small, dtype=np.int16)
     height, width = pixels.shape[:2]
     # Ink is where the page changes (an edge), not where it is coloured: a shaded box behind a
@@ -56,9 +54,11 @@ def find_regions(image: Image.Image, words: Sequence[Word]) -> list[Region]:
     for word in words:
         x0, y0, x1, y1 = _cells(word.box, width, height, pad=1)
         ink[y0:y1, x0:x1] = False
+    # Closing (grow, then shrink back) joins a figure's strokes; growing once more joins its
+    # parts. Square max/min filters are separable, so each pass is cheap.
     reach = max(1, round(JOIN * width))
-    joined = ndimage.binary_closing(ink, structure=np.ones((reach, reach)), iterations=1)
-    joined = ndimage.binary_dilation(joined, structure=np.ones((reach, reach)))
+    joined = ndimage.minimum_filter(ndimage.maximum_filter(ink, size=reach), size=reach)
+    joined = ndimage.maximum_filter(joined, size=reach)
     labels, _ = ndimage.label(joined)
     boxes = []
     for found in ndimage.find_objects(labels):
