@@ -174,13 +174,18 @@ def test_a_query_describing_the_chart_lights_it_and_its_evidence_names_it(
     assert changed[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)].mean() > 0.5
 
 
-def test_kind_and_text_adds_the_caption_and_the_labels(
-    tmp_path: Path, encoder: TextGridEncoder
-) -> None:
+@pytest.fixture()
+def quays(tmp_path: Path, encoder: TextGridEncoder) -> Path:
+    """A folder holding one page with a bar chart; the session's encoder loaded."""
     del encoder
     folder = tmp_path / "pdfs"
     folder.mkdir()
     chart_page(folder / "quays.pdf", "bar")
+    return folder
+
+
+def test_kind_and_text_adds_the_caption_and_the_labels(quays: Path, tmp_path: Path) -> None:
+    folder = quays
     with Index(tmp_path / "index", figures="kind+text") as index:
         index.add([folder])
         (doc,) = index.documents()
@@ -191,13 +196,8 @@ def test_kind_and_text_adds_the_caption_and_the_labels(
     assert "Figure" not in described and {"north", "centre"} <= set(described)
 
 
-def test_an_index_without_figure_descriptions_says_so(
-    tmp_path: Path, encoder: TextGridEncoder
-) -> None:
-    del encoder
-    folder = tmp_path / "pdfs"
-    folder.mkdir()
-    chart_page(folder / "quays.pdf", "bar")
+def test_an_index_without_figure_descriptions_says_so(quays: Path, tmp_path: Path) -> None:
+    folder = quays
     with Index(tmp_path / "index", figures="none") as index:
         index.add([folder])
         (hit,) = index.search("bar chart in blue and red", k=1)
